@@ -1,0 +1,103 @@
+"""Tiny random models for tests and the CI smoke path: ≈0.1 MB, offline, built in seconds.
+
+They go through the same loading code as the real models (``models.load(tiny_spec(...))``), so tests exercise
+the real path while staying fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+VOCAB_WORDS = (
+    "the a an is was good bad movie film great terrible not very plot acting story boring fun love hate "
+    "market shares profit oil price bank rate trade ship grain earn company said year reuter"
+).split()
+
+_ARCHS = ("llama", "gemma3", "bert", "gpt2")
+
+
+def _tokenizer(padding_side: str, add_bos: bool):
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<bos>", "<eos>"]
+    vocab = {tok: i for i, tok in enumerate(specials + list(VOCAB_WORDS))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if add_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", vocab["<bos>"])]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        padding_side=padding_side,
+    )
+
+
+def _config(arch: str, vocab_size: int, n_layers: int, hidden: int):
+    import transformers as tf
+
+    common = dict(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=n_layers, num_attention_heads=4)
+    if arch == "llama":
+        return tf.LlamaConfig(**common, intermediate_size=2 * hidden, num_key_value_heads=2,
+                              max_position_embeddings=128, pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    if arch == "gemma3":
+        return tf.Gemma3TextConfig(**common, intermediate_size=2 * hidden, num_key_value_heads=2, head_dim=8,
+                                   max_position_embeddings=128, sliding_window=16, pad_token_id=0,
+                                   bos_token_id=2, eos_token_id=3)
+    if arch == "bert":
+        return tf.BertConfig(**common, intermediate_size=2 * hidden, max_position_embeddings=128, pad_token_id=0)
+    if arch == "gpt2":
+        return tf.GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=n_layers, n_head=4, n_positions=128,
+                             pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    raise ValueError(f"unknown tiny arch {arch!r}; choose one of {_ARCHS}")
+
+
+def tiny_model_dir(
+    path: str | Path,
+    arch: str = "llama",
+    padding_side: str = "right",
+    n_layers: int = 2,
+    hidden: int = 32,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random ``arch`` model and a WordLevel tokenizer to ``path`` and return it."""
+    import torch
+    from transformers import AutoModel
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tok = _tokenizer(padding_side, add_bos=arch in ("llama", "gemma3"))
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(_config(arch, len(tok), n_layers, hidden))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    (path / "tiny.json").write_text(json.dumps({"arch": arch, "padding_side": padding_side,
+                                                "n_layers": n_layers, "hidden": hidden, "seed": seed}))
+    return path
+
+
+def tiny_spec(path: str | Path, arch: str = "llama", padding_side: str = "right", n_layers: int = 2,
+              hidden: int = 32, key: str | None = None):
+    """Build a tiny model at ``path`` (if missing) and return a ``ModelSpec`` with ``source="local"``."""
+    from layerfusion.models import ModelSpec
+
+    path = Path(path)
+    if not (path / "tiny.json").exists():
+        tiny_model_dir(path, arch=arch, padding_side=padding_side, n_layers=n_layers, hidden=hidden)
+    return ModelSpec(
+        key=key or f"tiny-{arch}-{padding_side}",
+        hf_id=f"local/tiny-{arch}",
+        source="local",
+        arch="encoder" if arch == "bert" else "decoder",
+        n_layers=n_layers,
+        hidden_size=hidden,
+        padding_side=padding_side,
+        licence="test-only",
+        path=str(path),
+    )
