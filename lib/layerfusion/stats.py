@@ -1,0 +1,240 @@
+"""Metrics and paired statistics over test items: bootstrap intervals, McNemar, Holm, mean ± std.
+
+Everything takes plain label arrays and returns plain numbers or small named tuples, so the analysis code can report
+every accuracy with its uncertainty and every comparison with a (multiplicity-corrected) p-value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+from scipy.stats import binomtest, chi2
+
+Metric = str | Callable[[np.ndarray, np.ndarray], float]
+
+_RESAMPLE_BLOCK = 4_000_000  # resampled items held in memory at once (indices of one block of resamples)
+
+
+class CI(NamedTuple):
+    """A point estimate with a percentile-bootstrap confidence interval."""
+
+    estimate: float
+    low: float
+    high: float
+
+
+class Test(NamedTuple):
+    """McNemar's test: statistic, p-value and the two discordant counts.
+
+    ``n10``: items ``pred_a`` gets right and ``pred_b`` wrong; ``n01``: the reverse.
+    """
+
+    statistic: float
+    p_value: float
+    n01: int
+    n10: int
+
+
+class PairedDiff(NamedTuple):
+    """Difference ``metric(a) - metric(b)`` on the same items, its bootstrap interval and two-sided p-value."""
+
+    delta: float
+    low: float
+    high: float
+    p_value: float
+
+
+def _labels(name: str, values: Sequence | np.ndarray) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of labels, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty; pass at least one item")
+    return arr
+
+
+def _paired(**arrays: Sequence | np.ndarray) -> list[np.ndarray]:
+    """Validate 1-D, non-empty arrays of one common length; the error names the offending argument."""
+    out = [_labels(name, values) for name, values in arrays.items()]
+    names = list(arrays)
+    for name, arr in zip(names[1:], out[1:]):
+        if len(arr) != len(out[0]):
+            raise ValueError(f"{name} has {len(arr)} items but {names[0]} has {len(out[0])}; they must be paired")
+    return out
+
+
+def _encode(*arrays: np.ndarray) -> tuple[list[np.ndarray], int]:
+    """Map labels of any type to codes 0..K-1 over the union of the arrays."""
+    classes, codes = np.unique(np.concatenate(arrays), return_inverse=True)
+    bounds = np.cumsum([0] + [len(a) for a in arrays])
+    return [codes[bounds[i]:bounds[i + 1]] for i in range(len(arrays))], len(classes)
+
+
+def accuracy(y: Sequence | np.ndarray, pred: Sequence | np.ndarray) -> float:
+    """Fraction of items where ``pred`` equals ``y``."""
+    y, pred = _paired(y=y, pred=pred)
+    return float(np.mean(y == pred))
+
+
+def macro_f1(y: Sequence | np.ndarray, pred: Sequence | np.ndarray) -> float:
+    """Unweighted mean of per-class F1 over the classes present in ``y`` or ``pred`` (as sklearn's average='macro')."""
+    y, pred = _paired(y=y, pred=pred)
+    (yc, pc), k = _encode(y, pred)
+    return float(_macro_f1_weighted(yc, pc, k, np.ones((1, len(yc))))[0])
+
+
+def _macro_f1_weighted(y: np.ndarray, pred: np.ndarray, k: int, weights: np.ndarray) -> np.ndarray:
+    """Macro F1 for each row of ``weights`` (B, n): item i counted ``weights[b, i]`` times in resample b.
+
+    Per class F1 = 2tp / (2tp + fp + fn); classes absent from both labels and predictions of a resample are left out,
+    exactly as sklearn does on that resample.
+    """
+    correct = (y == pred).astype(np.float64)
+    onehot_y = np.eye(k)[y]
+    onehot_p = np.eye(k)[pred]
+    tp = weights @ (onehot_y * correct[:, None])
+    fn = weights @ (onehot_y * (1.0 - correct)[:, None])
+    fp = weights @ (onehot_p * (1.0 - correct)[:, None])
+    denom = 2 * tp + fp + fn
+    present = denom > 0
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=present)
+    return f1.sum(axis=1) / present.sum(axis=1)
+
+
+def _resample_scores(metric: Metric, y: np.ndarray, preds: list[np.ndarray], n_resamples: int,
+                     random_state: int) -> tuple[list[float], np.ndarray]:
+    """Point estimates and (n_resamples, len(preds)) bootstrap values of ``metric`` for each prediction array.
+
+    All prediction arrays share the same resampled items, which makes the paired bootstrap paired.
+    """
+    if not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
+        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    n = len(y)
+    rng = np.random.default_rng(random_state)
+    block = max(1, _RESAMPLE_BLOCK // n)
+    out = np.empty((n_resamples, len(preds)))
+    if callable(metric):
+        estimates = [float(metric(y, p)) for p in preds]
+    elif metric == "accuracy":
+        estimates = [accuracy(y, p) for p in preds]
+    elif metric == "macro_f1":
+        encoded, k = _encode(y, *preds)
+        estimates = [macro_f1(y, p) for p in preds]
+    else:
+        raise ValueError(f"metric must be 'accuracy', 'macro_f1' or a callable(y_true, y_pred), got {metric!r}")
+    for start in range(0, n_resamples, block):
+        idx = rng.integers(0, n, size=(min(block, n_resamples - start), n))
+        rows = slice(start, start + len(idx))
+        if callable(metric):
+            for j, p in enumerate(preds):
+                out[rows, j] = [metric(y[i], p[i]) for i in idx]
+        elif metric == "accuracy":
+            for j, p in enumerate(preds):
+                out[rows, j] = (y == p)[idx].mean(axis=1)
+        else:
+            flat = (np.arange(len(idx))[:, None] * n + idx).ravel()
+            weights = np.bincount(flat, minlength=len(idx) * n).reshape(len(idx), n).astype(np.float64)
+            for j in range(len(preds)):
+                out[rows, j] = _macro_f1_weighted(encoded[0], encoded[j + 1], k, weights)
+    return estimates, out
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha!r}")
+
+
+def bootstrap_ci(y_true: Sequence | np.ndarray, y_pred: Sequence | np.ndarray, metric: Metric = "accuracy",
+                 n_resamples: int = 1000, alpha: float = 0.05, random_state: int = 0) -> CI:
+    """Percentile-bootstrap ``1 - alpha`` interval of ``metric`` over test items; deterministic for a seed.
+
+    ``metric`` is ``"accuracy"``, ``"macro_f1"`` (both vectorised) or any ``callable(y_true, y_pred) -> float``.
+    """
+    _check_alpha(alpha)
+    y, pred = _paired(y_true=y_true, y_pred=y_pred)
+    (estimate,), boot = _resample_scores(metric, y, [pred], n_resamples, random_state)
+    low, high = np.quantile(boot[:, 0], [alpha / 2, 1 - alpha / 2])
+    return CI(float(estimate), float(low), float(high))
+
+
+def paired_bootstrap(y_true: Sequence | np.ndarray, pred_a: Sequence | np.ndarray, pred_b: Sequence | np.ndarray,
+                     metric: Metric = "accuracy", n_resamples: int = 1000, alpha: float = 0.05,
+                     random_state: int = 0) -> PairedDiff:
+    """Bootstrap the difference ``metric(a) - metric(b)`` on the same resampled items.
+
+    The interval is the percentile interval of the bootstrap differences. The two-sided p-value is
+    ``2 * min(P(diff <= 0), P(diff >= 0))`` with the add-one correction ``(count + 1) / (n_resamples + 1)``, capped
+    at 1: the smallest level at which the percentile interval would exclude zero, never exactly 0.
+    """
+    _check_alpha(alpha)
+    y, a, b = _paired(y_true=y_true, pred_a=pred_a, pred_b=pred_b)
+    (est_a, est_b), boot = _resample_scores(metric, y, [a, b], n_resamples, random_state)
+    diff = boot[:, 0] - boot[:, 1]
+    low, high = np.quantile(diff, [alpha / 2, 1 - alpha / 2])
+    below = (np.sum(diff <= 0) + 1) / (n_resamples + 1)
+    above = (np.sum(diff >= 0) + 1) / (n_resamples + 1)
+    return PairedDiff(float(est_a - est_b), float(low), float(high), float(min(1.0, 2 * min(below, above))))
+
+
+def mcnemar(y_true: Sequence | np.ndarray, pred_a: Sequence | np.ndarray, pred_b: Sequence | np.ndarray,
+            exact: bool | None = None) -> Test:
+    """McNemar's test of equal accuracy for two classifiers on the same items.
+
+    Exact two-sided binomial test on the discordant pairs when there are fewer than 25 of them (or ``exact=True``);
+    otherwise the chi-squared statistic with continuity correction, ``(|n01 - n10| - 1)^2 / (n01 + n10)``, 1 d.o.f.
+    The exact test's statistic is ``min(n01, n10)``. No discordant pairs: statistic 0, p-value 1.
+    """
+    y, a, b = _paired(y_true=y_true, pred_a=pred_a, pred_b=pred_b)
+    right_a, right_b = a == y, b == y
+    n10 = int(np.sum(right_a & ~right_b))
+    n01 = int(np.sum(~right_a & right_b))
+    n = n01 + n10
+    if n == 0:
+        return Test(0.0, 1.0, n01, n10)
+    use_exact = n < 25 if exact is None else exact
+    if use_exact:
+        k = min(n01, n10)
+        return Test(float(k), float(binomtest(k, n, 0.5).pvalue), n01, n10)
+    stat = (abs(n01 - n10) - 1) ** 2 / n
+    return Test(float(stat), float(chi2.sf(stat, df=1)), n01, n10)
+
+
+def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values, in the input order: monotone in the raw p-values and capped at 1.
+
+    NaN entries stay NaN and do not count towards the number of tests.
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    if p.ndim != 1 or p.size == 0:
+        raise ValueError(f"pvalues must be a non-empty 1-D array, got shape {p.shape}")
+    valid = ~np.isnan(p)
+    if np.any((p[valid] < 0) | (p[valid] > 1)):
+        raise ValueError("pvalues must lie in [0, 1]")
+    out = np.full_like(p, np.nan)
+    pv = p[valid]
+    m = pv.size
+    order = np.argsort(pv, kind="stable")
+    scaled = (m - np.arange(m)) * pv[order]
+    adjusted = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    res = np.empty(m)
+    res[order] = adjusted
+    out[valid] = res
+    return out
+
+
+def mean_std(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1) across seeds/resplits; the std is NaN for a single value."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        raise ValueError("values is empty; pass at least one number")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
+
+
+def format_mean_std(values: Sequence[float] | np.ndarray, digits: int = 1, scale: float = 100.0) -> str:
+    """``"mean ± std"`` of ``values * scale`` (percent by default); only the mean when there is one value."""
+    mean, std = mean_std(values)
+    if np.isnan(std):
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"

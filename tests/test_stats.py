@@ -1,0 +1,147 @@
+"""Tests for layerfusion.stats: metrics against sklearn, bootstrap, McNemar against hand values and scipy, Holm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+from sklearn.metrics import accuracy_score, f1_score
+
+from layerfusion import stats
+
+
+@pytest.fixture
+def labels() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 400)
+    pred = np.where(rng.random(400) < 0.7, y, rng.integers(0, 5, 400))  # class 4 only ever predicted
+    return y, pred
+
+
+def test_accuracy_and_macro_f1_match_sklearn(labels):
+    y, pred = labels
+    assert stats.accuracy(y, pred) == pytest.approx(accuracy_score(y, pred))
+    assert stats.macro_f1(y, pred) == pytest.approx(f1_score(y, pred, average="macro"))
+
+
+def test_macro_f1_string_labels_and_missing_class():
+    y = np.array(["a", "a", "b", "c", "c"])
+    pred = np.array(["a", "b", "b", "b", "c"])
+    assert stats.macro_f1(y, pred) == pytest.approx(f1_score(y, pred, average="macro"))
+    assert stats.macro_f1(y, y) == 1.0
+
+
+@pytest.mark.parametrize("bad", [dict(y=[0, 1], pred=[0]), dict(y=[], pred=[])])
+def test_metric_input_checks(bad):
+    with pytest.raises(ValueError, match="pred|y"):
+        stats.accuracy(**bad)
+
+
+def test_mismatched_lengths_name_the_argument():
+    with pytest.raises(ValueError, match="pred_b"):
+        stats.mcnemar([0, 1, 1], [0, 1, 1], [0, 1])
+    with pytest.raises(ValueError, match="y_pred"):
+        stats.bootstrap_ci([0, 1, 1], [0, 1])
+
+
+def test_bootstrap_ci_deterministic_and_brackets_estimate(labels):
+    y, pred = labels
+    a = stats.bootstrap_ci(y, pred, random_state=1)
+    b = stats.bootstrap_ci(y, pred, random_state=1)
+    assert a == b
+    # accuracy quantiles sit on a 1/400 grid, so compare seeds on the continuous macro F1
+    assert stats.bootstrap_ci(y, pred, "macro_f1", random_state=1) != stats.bootstrap_ci(y, pred, "macro_f1",
+                                                                                          random_state=2)
+    assert a.low < a.estimate < a.high
+    # binomial standard error of 0.7 on 400 items is 0.023: a 95% interval spans about 4 of them
+    assert 0.06 < a.high - a.low < 0.12
+    narrow = stats.bootstrap_ci(y, pred, alpha=0.5, random_state=1)
+    assert a.low < narrow.low <= narrow.high < a.high
+
+
+def test_bootstrap_vectorised_macro_f1_equals_loop_over_sklearn(labels):
+    y, pred = labels
+    fast = stats.bootstrap_ci(y, pred, metric="macro_f1", n_resamples=60, random_state=3)
+    slow = stats.bootstrap_ci(y, pred, metric=lambda t, p: f1_score(t, p, average="macro"), n_resamples=60,
+                              random_state=3)
+    assert fast == pytest.approx(slow)
+    assert fast.estimate == pytest.approx(f1_score(y, pred, average="macro"))
+
+
+def test_bootstrap_rejects_unknown_metric_and_bad_alpha(labels):
+    y, pred = labels
+    with pytest.raises(ValueError, match="metric"):
+        stats.bootstrap_ci(y, pred, metric="auc")
+    with pytest.raises(ValueError, match="alpha"):
+        stats.bootstrap_ci(y, pred, alpha=1.5)
+    with pytest.raises(ValueError, match="n_resamples"):
+        stats.bootstrap_ci(y, pred, n_resamples=0)
+
+
+def test_mcnemar_exact_hand_computed():
+    # a right / b wrong on 8 items, the reverse on 2: n = 10 discordant, exact two-sided p = 2 * P(X <= 2 | 10, 1/2)
+    y = np.zeros(30, dtype=int)
+    a = np.zeros(30, dtype=int)
+    b = np.zeros(30, dtype=int)
+    b[:8] = 1
+    a[8:10] = 1
+    res = stats.mcnemar(y, a, b)
+    assert (res.n10, res.n01) == (8, 2)
+    assert res.statistic == 2
+    assert res.p_value == pytest.approx(2 * (1 + 10 + 45) / 2 ** 10)
+    assert res.p_value == pytest.approx(binomtest(2, 10, 0.5).pvalue)
+    assert stats.mcnemar(y, b, a).p_value == pytest.approx(res.p_value)
+
+
+def test_mcnemar_chi2_with_continuity_correction():
+    y = np.zeros(100, dtype=int)
+    a = np.zeros(100, dtype=int)
+    b = np.zeros(100, dtype=int)
+    b[:30] = 1  # n10 = 30
+    a[30:40] = 1  # n01 = 10
+    res = stats.mcnemar(y, a, b)
+    assert res.statistic == pytest.approx((20 - 1) ** 2 / 40)  # 9.025
+    assert res.p_value == pytest.approx(0.002663, abs=1e-5)
+    forced = stats.mcnemar(y, a, b, exact=True)
+    assert forced.p_value == pytest.approx(binomtest(10, 40, 0.5).pvalue)
+
+
+def test_mcnemar_no_discordant_pairs():
+    y = [0, 1, 1]
+    res = stats.mcnemar(y, [0, 1, 0], [0, 1, 0])
+    assert (res.statistic, res.p_value, res.n01, res.n10) == (0.0, 1.0, 0, 0)
+
+
+def test_paired_bootstrap_detects_difference_and_identity(labels):
+    y, pred = labels
+    better = y.copy()
+    res = stats.paired_bootstrap(y, better, pred, n_resamples=500, random_state=0)
+    assert res.delta == pytest.approx(1 - stats.accuracy(y, pred))
+    assert 0 < res.low < res.delta < res.high
+    assert res.p_value == pytest.approx(2 / 501)
+    same = stats.paired_bootstrap(y, pred, pred, n_resamples=200)
+    assert (same.delta, same.low, same.high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
+    assert stats.paired_bootstrap(y, better, pred, random_state=5) == stats.paired_bootstrap(y, better, pred,
+                                                                                                random_state=5)
+
+
+def test_holm_hand_example():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
+    adj = stats.holm([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(adj, [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(stats.holm([0.5, 0.6]), [1.0, 1.0])
+    np.testing.assert_allclose(stats.holm([0.2, np.nan, 0.01]), [0.2, np.nan, 0.02])
+    with pytest.raises(ValueError, match="pvalues"):
+        stats.holm([])
+    with pytest.raises(ValueError, match="pvalues"):
+        stats.holm([0.1, 1.2])
+
+
+def test_mean_std_and_format():
+    assert stats.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    mean, std = stats.mean_std([0.5])
+    assert mean == 0.5 and np.isnan(std)
+    assert stats.format_mean_std([0.90, 0.92]) == "91.0 ± 1.4"
+    assert stats.format_mean_std([0.9], digits=2) == "90.00"
+    with pytest.raises(ValueError, match="values"):
+        stats.mean_std([])
