@@ -71,7 +71,7 @@ def test_measure_returns_positive_times_result_and_tags():
     assert len(m.seconds_all) == 3 and all(s >= 0.009 for s in m.seconds_all)
     assert m.seconds_min <= m.seconds_median
     assert m.device == "cpu" and m.dtype == "float32" and m.memory_kind == "rss"
-    assert m.hardware["cpu_count"] >= 1
+    assert m.hardware["logical_cores"] >= 1
     assert m.peak_total_bytes > 0
     row = m.as_dict()
     assert "result" not in row and row["seconds_all"] == list(m.seconds_all)

@@ -1,0 +1,496 @@
+"""All-layer extraction: one pooled vector per text per layer, fast and batch-invariant.
+
+``extract_texts`` is the engine: it tokenizes once, sorts texts by token length into batches bounded by a token
+budget (padded tokens = batch size x longest), runs the ``AutoModel`` under ``torch.inference_mode``, pools every
+kept layer as soon as the layer has run (so only one batch's token states of one layer are alive at a time), stops
+after the deepest requested layer, and restores the input order. On out-of-memory it halves the batch and retries.
+
+``embed`` is the one-call API the notebooks use: it reads the content-addressed cache (``layerfusion.cache``),
+extracts only missing shards, loading the model only if a shard is missing, and returns ``LayerEmbeddings``.
+
+Hidden-state indices follow ``output_hidden_states``: 0 is the embedding layer (the input of block 0), i is the
+output of block i, and the last index L is ``last_hidden_state`` (after the final norm in Llama-family models).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from layerfusion import pooling as pooling_mod
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """What to extract and how to batch it.
+
+    ``layers`` are hidden-state indices (None = all L+1; negatives count from the end); ``token_budget`` bounds
+    padded tokens per batch; ``stop_at_deepest`` skips the blocks above the deepest kept layer; ``shard_size`` is the
+    number of texts per cache shard; ``dtype``/``device`` default to bf16 on CUDA and fp32 on CPU.
+    """
+
+    max_length: int = 512
+    poolings: tuple[str, ...] = ("mean", "last")
+    layers: tuple[int, ...] | None = None
+    token_budget: int = 16384
+    max_batch_size: int = 256
+    stop_at_deepest: bool = True
+    shard_size: int = 2048
+    dtype: str | None = None
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "poolings", pooling_mod.check_poolings(self.poolings))
+        if self.layers is not None:
+            layers = tuple(int(x) for x in self.layers)
+            if not layers:
+                raise ValueError("ExtractionConfig.layers is empty; pass None for all layers or some indices")
+            object.__setattr__(self, "layers", layers)
+        for name in ("max_length", "token_budget", "max_batch_size", "shard_size"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"ExtractionConfig.{name} must be a positive integer, got {value!r}")
+        if self.dtype is not None and not isinstance(self.dtype, str):
+            object.__setattr__(self, "dtype", str(self.dtype).replace("torch.", ""))
+        if self.device is not None and not isinstance(self.device, str):
+            object.__setattr__(self, "device", str(self.device))
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy (manifests, provenance)."""
+        out = asdict(self)
+        out["poolings"] = list(self.poolings)
+        out["layers"] = None if self.layers is None else list(self.layers)
+        return out
+
+
+def resolve_layers(layers: Sequence[int] | None, n_hidden_states: int) -> tuple[int, ...]:
+    """Kept hidden-state indices, sorted and de-duplicated, negatives resolved; out-of-range raises ValueError."""
+    if layers is None:
+        return tuple(range(n_hidden_states))
+    bad = [x for x in layers if not -n_hidden_states <= int(x) < n_hidden_states]
+    if bad:
+        raise ValueError(f"layers {bad} are out of range for a model with {n_hidden_states} hidden states "
+                         f"(0..{n_hidden_states - 1}, or negative from the end)")
+    return tuple(sorted({int(x) % n_hidden_states for x in layers}))
+
+
+def check_texts(texts: Sequence[Any]) -> list[str]:
+    """Return ``texts`` as a list; None, non-str, empty or whitespace-only entries raise ValueError naming them."""
+    if isinstance(texts, str):
+        raise ValueError("texts must be a sequence of strings, not a single string; wrap it in a list")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("texts is empty; pass at least one text")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if bad:
+        shown = ", ".join(str(i) for i in bad[:10]) + (f", ... ({len(bad)} in all)" if len(bad) > 10 else "")
+        raise ValueError(f"texts at indices [{shown}] are None, not str, empty or whitespace-only; drop or fill "
+                         "them before extraction")
+    return texts
+
+
+# --- tokenizing and batching -------------------------------------------------------------------------------------
+
+
+def tokenize(tokenizer: Any, texts: list[str], max_length: int) -> tuple[list[list[int]], np.ndarray]:
+    """Token ids per text (special tokens added, truncated to ``max_length``) and a bool mask of truncated texts."""
+    full = tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    truncated = np.array([len(ids) > max_length for ids in full], dtype=bool)
+    if truncated.any():
+        which = np.flatnonzero(truncated)
+        cut = tokenizer([texts[i] for i in which], add_special_tokens=True, truncation=True,
+                        max_length=max_length)["input_ids"]
+        for i, ids in zip(which, cut):
+            full[i] = ids
+    return [list(ids) for ids in full], truncated
+
+
+def plan_batches(lengths: np.ndarray, token_budget: int, max_batch_size: int, start: int = 0,
+                 order: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """Yield index arrays of batches, longest texts first, each with batch x longest <= ``token_budget`` (a text
+    longer than the budget goes alone) and at most ``max_batch_size`` texts. Same rule as
+    ``overhead.padded_tokens``."""
+    order = np.argsort(-np.asarray(lengths), kind="stable") if order is None else order
+    pos = start
+    while pos < len(order):
+        batch = _next_batch(order, lengths, pos, token_budget, max_batch_size)
+        yield batch
+        pos += len(batch)
+
+
+def _next_batch(order: np.ndarray, lengths: np.ndarray, pos: int, token_budget: int, max_batch_size: int
+                ) -> np.ndarray:
+    longest = int(lengths[order[pos]])
+    size = max(1, min(max_batch_size, token_budget // max(longest, 1), len(order) - pos))
+    return order[pos:pos + size]
+
+
+def _pad(ids: list[list[int]], pad_id: int, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) padded to the longest sequence on ``side``."""
+    width = max(len(x) for x in ids)
+    out = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for row, seq in enumerate(ids):
+        sl = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
+        out[row, sl] = seq
+        mask[row, sl] = 1
+    return out, mask
+
+
+# --- the forward pass with layer taps ----------------------------------------------------------------------------
+
+
+class _StopForward(Exception):
+    """Raised from a hook once the deepest requested layer has been pooled."""
+
+
+_LAYER_PATHS = ("layers", "model.layers", "encoder.layer", "h", "transformer.h", "decoder.layers",
+                "language_model.layers")
+
+
+def block_list(model: Any) -> Any:
+    """The ``nn.ModuleList`` of transformer blocks (``num_hidden_layers`` long) of an ``AutoModel``."""
+    import torch
+
+    n = int(model.config.num_hidden_layers)
+    for path in _LAYER_PATHS:
+        module = model
+        for part in path.split("."):
+            module = getattr(module, part, None)
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    for _, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise ValueError(f"cannot find the {n} transformer blocks of {type(model).__name__}; add its block list to "
+                     "layerfusion.extract._LAYER_PATHS")
+
+
+class _Taps:
+    """Forward hooks that pool kept hidden states as each block finishes and stop after the deepest one."""
+
+    def __init__(self, model: Any, layers: tuple[int, ...], poolings: tuple[str, ...], stop: bool) -> None:
+        self.model = model
+        self.blocks = block_list(model)
+        self.n_blocks = len(self.blocks)
+        self.layers = layers
+        self.column = {layer: i for i, layer in enumerate(layers)}
+        self.poolings = poolings
+        self.deepest = max(layers)
+        self.tie_last = bool(getattr(model.config, "tie_last_hidden_states", True))
+        self.stop = stop and self.deepest < self.n_blocks
+        self.mask: Any = None
+        self.out: dict[str, Any] = {}
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> "_Taps":
+        self.handles.append(self.blocks[0].register_forward_pre_hook(self._pre_hook, with_kwargs=True))
+        for i, block in enumerate(self.blocks[: self.deepest]):
+            self.handles.append(block.register_forward_hook(self._make_hook(i + 1)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def _pool(self, index: int, hidden: Any) -> None:
+        col = self.column[index]
+        for name in self.poolings:
+            self.out[name][:, col] = pooling_mod.POOLINGS[name](hidden, self.mask)
+
+    def _pre_hook(self, module: Any, args: tuple, kwargs: dict) -> None:
+        if 0 in self.column:
+            self._pool(0, args[0] if args else kwargs["hidden_states"])
+        if self.stop and self.deepest == 0:
+            raise _StopForward
+
+    def _make_hook(self, index: int) -> Any:
+        def hook(module: Any, args: tuple, output: Any) -> None:
+            if index in self.column and not (index == self.n_blocks and self.tie_last):
+                self._pool(index, output[0] if isinstance(output, tuple) else output)
+            if self.stop and index == self.deepest:
+                raise _StopForward
+        return hook
+
+    def run(self, input_ids: Any, mask: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Forward one padded batch; return pooling -> float32 tensor (B, n_kept, d)."""
+        import torch
+
+        hidden = int(self.model.config.hidden_size)
+        self.mask = mask
+        self.out = {p: torch.empty(len(input_ids), len(self.layers), hidden, dtype=torch.float32,
+                                   device=input_ids.device) for p in self.poolings}
+        try:
+            result = self.model(input_ids=input_ids, attention_mask=mask, **kwargs)
+        except _StopForward:
+            result = None
+        if result is not None and self.n_blocks in self.column and self.tie_last:
+            self._pool(self.n_blocks, result.last_hidden_state)
+        self.mask = None
+        return self.out
+
+
+def _forward_kwargs(model: Any) -> set[str]:
+    return set(inspect.signature(model.forward).parameters)
+
+
+class Extraction(dict):
+    """pooling -> float32 array (n, n_layers_kept, d) in input order, plus run statistics as attributes."""
+
+    def __init__(self, vectors: dict[str, np.ndarray], *, layers: tuple[int, ...], truncated: np.ndarray,
+                 real_tokens: int, padded_tokens: int, seconds: float, n_batches: int) -> None:
+        super().__init__(vectors)
+        self.layers = layers
+        self.truncated = truncated
+        self.n_truncated = int(truncated.sum())
+        self.real_tokens = real_tokens
+        self.padded_tokens = padded_tokens
+        self.seconds = seconds
+        self.n_batches = n_batches
+
+
+def _is_oom(err: BaseException) -> bool:
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
+    return isinstance(err, oom) or (isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+
+
+def _free_memory(device: Any) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def extract_texts(loaded: Any, texts: Sequence[str], config: ExtractionConfig, progress: bool = True, *,
+                  bar: Any = None) -> Extraction:
+    """Pooled vectors of ``texts`` for every kept layer and pooling: pooling -> float32 (n, n_layers_kept, d).
+
+    ``loaded`` is a ``models.LoadedModel`` (its device and dtype are used as loaded). Texts are length-sorted into
+    token-budget batches and the output is in input order. A batch that runs out of memory is halved and retried
+    (the budget stays halved for the rest of the run); only a single text that does not fit raises. ``bar`` lets a
+    caller share one progress bar across calls. The result also carries ``n_truncated``, ``real_tokens``,
+    ``padded_tokens``, ``seconds`` and ``layers``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    texts = check_texts(texts)
+    layers = resolve_layers(config.layers, int(loaded.model.config.num_hidden_layers) + 1)
+    tok = loaded.tokenizer
+    ids, truncated = tokenize(tok, texts, config.max_length)
+    lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    hidden = int(loaded.model.config.hidden_size)
+    out = {p: np.empty((len(texts), len(layers), hidden), dtype=np.float32) for p in config.poolings}
+    accepted = _forward_kwargs(loaded.model)
+    side = getattr(tok, "padding_side", "right")
+    own_bar = bar is None
+    if own_bar:
+        bar = tqdm(total=len(texts), desc=f"extract {getattr(loaded.spec, 'key', '')}".strip(), unit="text",
+                   disable=not progress)
+    order = np.argsort(-lengths, kind="stable")
+    budget, pos, padded, n_batches, real_done = int(config.token_budget), 0, 0, 0, 0
+    start = time.perf_counter()
+    try:
+        with _Taps(loaded.model, layers, config.poolings, config.stop_at_deepest) as taps, torch.inference_mode():
+            while pos < len(order):
+                batch = _next_batch(order, lengths, pos, budget, config.max_batch_size)
+                try:
+                    pooled = _run_batch(taps, loaded, [ids[i] for i in batch], side, accepted)
+                except Exception as err:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                    if not _is_oom(err):
+                        raise
+                    _free_memory(loaded.device)
+                    if len(batch) == 1:
+                        raise RuntimeError(f"out of memory on a single text of {lengths[batch[0]]} tokens; lower "
+                                           "ExtractionConfig.max_length or use a larger device") from err
+                    budget = max(1, (len(batch) // 2) * int(lengths[batch[0]]))
+                    logger.warning("out of memory on a batch of %d texts; retrying with token budget %d",
+                                   len(batch), budget)
+                    continue
+                for name, values in pooled.items():
+                    out[name][batch] = values.cpu().numpy()
+                pos += len(batch)
+                n_batches += 1
+                padded += len(batch) * int(lengths[batch[0]])
+                real_done += int(lengths[batch].sum())
+                bar.update(len(batch))
+                elapsed = max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix(tok_s=f"{real_done / elapsed:,.0f}", refresh=False)
+    finally:
+        if own_bar:
+            bar.close()
+    return Extraction(out, layers=layers, truncated=truncated, real_tokens=int(lengths.sum()),
+                      padded_tokens=padded, seconds=time.perf_counter() - start, n_batches=n_batches)
+
+
+def _run_batch(taps: _Taps, loaded: Any, ids: list[list[int]], side: str, accepted: set[str]) -> dict[str, Any]:
+    import torch
+
+    input_ids, mask = _pad(ids, int(loaded.tokenizer.pad_token_id), side)
+    input_ids = torch.from_numpy(input_ids).to(loaded.device)
+    mask = torch.from_numpy(mask).to(loaded.device)
+    kwargs: dict[str, Any] = {}
+    if "position_ids" in accepted:
+        # Real tokens get positions 0..n-1 whatever the padding side (HF's default arange shifts left-padded texts).
+        arange = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+        kwargs["position_ids"] = torch.where(mask.bool(), mask.cumsum(dim=1) - 1, arange)
+    if "use_cache" in accepted:
+        kwargs["use_cache"] = False
+    return taps.run(input_ids, mask, kwargs)
+
+
+# --- the cached, one-call API -------------------------------------------------------------------------------------
+
+
+@dataclass
+class LayerEmbeddings:
+    """Pooled vectors of one model on one dataset split: pooling -> float16 (n, n_layers_kept, d)."""
+
+    vectors: dict[str, np.ndarray]
+    layers: tuple[int, ...]
+    labels: np.ndarray | None
+    n_truncated: int
+    provenance: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def _column(self, layer: int) -> int:
+        if layer in self.layers:
+            return self.layers.index(layer)
+        if -len(self.layers) <= layer < 0:
+            return len(self.layers) + layer
+        raise KeyError(f"layer {layer} was not extracted; kept hidden-state indices are {list(self.layers)}")
+
+    def _pooled(self, pooling: str) -> np.ndarray:
+        if pooling not in self.vectors:
+            raise KeyError(f"pooling {pooling!r} was not extracted; available: {sorted(self.vectors)}")
+        return self.vectors[pooling]
+
+    def layer(self, pooling: str, layer: int) -> np.ndarray:
+        """float32 (n, d) vectors of one hidden-state index (negative = position among the kept layers)."""
+        return self._pooled(pooling)[:, self._column(layer)].astype(np.float32)
+
+    def stack(self, pooling: str) -> np.ndarray:
+        """float32 (n, n_layers_kept, d) vectors of every kept layer."""
+        return self._pooled(pooling).astype(np.float32)
+
+    def norms(self, pooling: str) -> np.ndarray:
+        """Mean L2 norm of the vectors per kept layer, (n_layers_kept,) float64 (shows the final-norm jump)."""
+        values = self._pooled(pooling)
+        totals = np.zeros(len(self.layers), dtype=np.float64)
+        for start in range(0, len(values), 4096):
+            chunk = values[start:start + 4096].astype(np.float32)
+            totals += np.linalg.norm(chunk, axis=-1).sum(axis=0)
+        return totals / max(len(values), 1)
+
+    def summary(self) -> dict[str, Any]:
+        """n, layers, dim, poolings, bytes on disk and n_truncated (one row of the extraction table)."""
+        first = next(iter(self.vectors.values()))
+        on_disk = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file()) if self.path else 0
+        return {"n": int(first.shape[0]), "layers": len(self.layers), "dim": int(first.shape[-1]),
+                "poolings": list(self.vectors), "bytes_on_disk": int(on_disk), "n_truncated": int(self.n_truncated)}
+
+
+def _texts_labels(dataset: Any, split: str | None) -> tuple[Any, list[str], np.ndarray | None]:
+    """The split, its texts and labels from a ``datasets.Dataset``, ``DatasetDict`` + split, or a list of str."""
+    import datasets
+
+    if isinstance(dataset, (datasets.DatasetDict, dict)):
+        if split is None or split not in dataset:
+            raise ValueError(f"dataset is a DatasetDict with splits {list(dataset.keys())}; pass split=<one of them>")
+        dataset = dataset[split]
+    if hasattr(dataset, "column_names"):
+        if "text" not in dataset.column_names:
+            raise ValueError(f"dataset has no 'text' column (columns: {dataset.column_names})")
+        labels = np.asarray(dataset["label"]) if "label" in dataset.column_names else None
+        return dataset, check_texts(dataset["text"]), labels
+    return None, check_texts(dataset), None
+
+
+def _dataset_fingerprint(split_ds: Any, texts: list[str], labels: np.ndarray | None) -> str:
+    """``layerfusion.data.fingerprint`` when available, else sha256 over texts and labels."""
+    if split_ds is not None:
+        try:
+            from layerfusion.data import fingerprint
+        except ImportError:
+            fingerprint = None
+        if fingerprint is not None:
+            return str(fingerprint(split_ds))
+    h = hashlib.sha256()
+    for i, text in enumerate(texts):
+        h.update(text.encode("utf-8"))
+        h.update(b"\x00" + (str(int(labels[i])) if labels is not None else "").encode() + b"\x1e")
+    return "texts-labels:" + h.hexdigest()
+
+
+def embed(model: Any, dataset: Any, split: str | None = None, config: ExtractionConfig | None = None, *,
+          dataset_name: str | None = None, cache_dir: str | Path | None = None, progress: bool = True,
+          loaded: Any = None) -> LayerEmbeddings:
+    """Pooled vectors of every kept layer for a dataset split, from the cache or extracted (only missing shards).
+
+    ``model`` is a registry key, a ``ModelSpec`` or a ``LoadedModel``; ``dataset`` a ``datasets.Dataset`` (a
+    ``DatasetDict`` with ``split``, or a list of texts). The model is loaded (``config.device``/``dtype``) only when a
+    shard is missing. A killed run resumes without recomputing finished shards; a corrupt shard is rebuilt with a
+    warning. Cache root: ``<cache_dir>/embeddings``.
+    """
+    from tqdm.auto import tqdm
+
+    from layerfusion import cache as cache_mod
+    from layerfusion import models, paths
+
+    config = config or ExtractionConfig()
+    if isinstance(model, models.LoadedModel):
+        loaded, model = model, model.spec
+    spec = loaded.spec if loaded is not None else models.get_spec(model)
+    split_ds, texts, labels = _texts_labels(dataset, split)
+    if loaded is not None:
+        fingerprint, dtype = loaded.fingerprint, loaded.dtype
+    else:
+        fingerprint = cache_mod.model_fingerprint(spec, cache_dir)
+        dtype = models.resolve_dtype(config.dtype, models.resolve_device(config.device))
+    model_info = {"key": spec.key, "hf_id": spec.hf_id, "fingerprint": fingerprint,
+                  "dtype": str(dtype).replace("torch.", "")}
+    layers = resolve_layers(config.layers, spec.n_layers + 1)
+    data_fp = _dataset_fingerprint(split_ds, texts, labels)
+    store = cache_mod.EmbeddingCache(paths.cache_dir(cache_dir) / "embeddings")
+    entry = store.entry(model_info, config, layers, data_fp, n=len(texts), hidden=spec.hidden_size,
+                        dataset_name=dataset_name or "dataset", split=split or "split")
+    with entry.locked():
+        shards = {i: entry.read_shard(i) for i in range(entry.n_shards)}
+        missing = [i for i, arr in shards.items() if arr is None]
+        if missing:
+            if loaded is None:
+                loaded = models.load(spec, device=config.device, dtype=config.dtype, cache_dir=cache_dir)
+                if loaded.fingerprint != fingerprint:
+                    raise ValueError(f"model {spec.key!r}: loaded weights have fingerprint {loaded.fingerprint}, "
+                                     f"expected {fingerprint}; clear {entry.path} and retry")
+            entry.record_provenance(cache_mod.provenance(loaded, config, data_fp, dataset_name, split))
+            total = sum(len(entry.rows(i)) for i in missing)
+            with tqdm(total=total, desc=f"embed {spec.key} {dataset_name or ''} {split or ''}".rstrip(),
+                      unit="text", disable=not progress) as bar:
+                for i in missing:
+                    rows = entry.rows(i)
+                    result = extract_texts(loaded, [texts[j] for j in rows], config, progress, bar=bar)
+                    stacked = np.stack([result[p] for p in config.poolings]).astype(np.float16)
+                    entry.write_shard(i, stacked, n_truncated=result.n_truncated)
+                    shards[i] = stacked
+        entry.finish()
+    joined = np.concatenate([shards[i] for i in range(entry.n_shards)], axis=1)
+    vectors = {p: joined[k] for k, p in enumerate(config.poolings)}
+    return LayerEmbeddings(vectors=vectors, layers=layers, labels=labels, n_truncated=entry.n_truncated,
+                           provenance=entry.provenance(), path=entry.path)

@@ -1,0 +1,182 @@
+"""Extraction engine on tiny random models: batch invariance, layer mapping, early stop, OOM halving, input checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from layerfusion import extract, models, testing
+
+ARCHS = {"llama": "right", "gemma3": "left", "bert": "right", "gpt2": "right"}
+TEXTS = [
+    "the plot was very boring and the acting was terrible not fun at all",
+    "bad",
+    "the movie was good",
+    "great film love it",
+    "market shares profit oil price bank rate trade ship grain",
+    "a very good story",
+]
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """arch -> (loaded with its own padding side, loaded with the same weights and the side flipped)."""
+    root = tmp_path_factory.mktemp("tiny")
+    out = {}
+    for arch, side in ARCHS.items():
+        spec = testing.tiny_spec(root / arch, arch=arch, padding_side=side)
+        flipped = dataclasses.replace(spec, padding_side="left" if side == "right" else "right")
+        out[arch] = (models.load(spec, device="cpu"), models.load(flipped, device="cpu"))
+    return out
+
+
+def _cfg(**kw) -> extract.ExtractionConfig:
+    return extract.ExtractionConfig(poolings=("mean", "last", "mean_pad"), **kw)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_vectors_do_not_depend_on_batching_or_padding_side(tiny, arch):
+    loaded, flipped = tiny[arch]
+    batched = extract.extract_texts(loaded, TEXTS, _cfg(token_budget=10_000), progress=False)
+    alone = [extract.extract_texts(loaded, [t], _cfg(), progress=False) for t in TEXTS]
+    variants = [
+        extract.extract_texts(flipped, TEXTS, _cfg(token_budget=10_000), progress=False),
+        extract.extract_texts(loaded, TEXTS, _cfg(token_budget=20), progress=False),
+        extract.extract_texts(loaded, TEXTS, _cfg(max_batch_size=2), progress=False),
+    ]
+    assert batched.n_batches == 1 and variants[1].n_batches > 2
+    for pooling in ("mean", "last"):
+        for i, single in enumerate(alone):
+            np.testing.assert_allclose(batched[pooling][i], single[pooling][0], atol=ATOL)
+        for other in variants:
+            np.testing.assert_allclose(batched[pooling], other[pooling], atol=ATOL)
+    shortest = 1
+    assert not np.allclose(batched["mean_pad"][shortest], alone[shortest]["mean_pad"][0], atol=ATOL)
+    np.testing.assert_allclose(alone[shortest]["mean_pad"][0], alone[shortest]["mean"][0], atol=ATOL)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_layers_match_huggingface_hidden_states(tiny, arch):
+    loaded, _ = tiny[arch]
+    res = extract.extract_texts(loaded, TEXTS[:3], _cfg(), progress=False)
+    assert res.layers == tuple(range(loaded.model.config.num_hidden_layers + 1))
+    for i, text in enumerate(TEXTS[:3]):
+        enc = loaded.tokenizer([text], return_tensors="pt")
+        with torch.inference_mode():
+            states = loaded.model(**enc, output_hidden_states=True).hidden_states
+        np.testing.assert_allclose(res["mean"][i], torch.stack([h[0].mean(0) for h in states]).numpy(), atol=ATOL)
+        np.testing.assert_allclose(res["last"][i], torch.stack([h[0, -1] for h in states]).numpy(), atol=ATOL)
+
+
+@pytest.mark.parametrize("arch", ["llama", "bert"])
+def test_stop_at_deepest_layer_equals_full_pass_and_skips_blocks(tmp_path, arch):
+    loaded = models.load(testing.tiny_spec(tmp_path / arch, arch=arch, n_layers=4), device="cpu")
+    full = extract.extract_texts(loaded, TEXTS, _cfg(), progress=False)
+    calls = []
+    top = extract.block_list(loaded.model)[-1].register_forward_hook(lambda *a: calls.append(1))
+    try:
+        for layers in ((0,), (1, 2), (0, 3)):
+            for stop in (True, False):
+                calls.clear()
+                part = extract.extract_texts(loaded, TEXTS, _cfg(layers=layers, stop_at_deepest=stop),
+                                             progress=False)
+                assert part.layers == layers
+                assert bool(calls) == (not stop)
+                for pooling in full:
+                    np.testing.assert_allclose(part[pooling], full[pooling][:, list(layers)], atol=ATOL)
+    finally:
+        top.remove()
+
+
+def test_layer_selection_resolves_negatives_and_rejects_out_of_range(tiny):
+    loaded, _ = tiny["llama"]
+    res = extract.extract_texts(loaded, TEXTS[:2], extract.ExtractionConfig(layers=(-1, 0, 0)), progress=False)
+    assert res.layers == (0, 2) and res["mean"].shape == (2, 2, 32)
+    with pytest.raises(ValueError, match="out of range"):
+        extract.extract_texts(loaded, TEXTS[:2], extract.ExtractionConfig(layers=(5,)), progress=False)
+
+
+def test_batches_respect_the_token_budget_and_cover_every_text():
+    lengths = np.array([3, 9, 1, 9, 4, 30, 2])
+    batches = list(extract.plan_batches(lengths, token_budget=18, max_batch_size=3))
+    seen = np.concatenate(batches)
+    assert sorted(seen.tolist()) == list(range(len(lengths)))
+    assert lengths[seen].tolist() == sorted(lengths.tolist(), reverse=True)
+    for b in batches:
+        assert len(b) <= 3 and (len(b) == 1 or len(b) * lengths[b].max() <= 18)
+
+
+def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny, monkeypatch, caplog):
+    loaded, _ = tiny["llama"]
+    expected = extract.extract_texts(loaded, TEXTS, _cfg(), progress=False)
+    real_run, ok, failed = extract._Taps.run, [], []
+
+    def flaky(self, input_ids, mask, kwargs):
+        if input_ids.numel() > 20:
+            failed.append(input_ids.numel())
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        ok.append(input_ids.numel())
+        return real_run(self, input_ids, mask, kwargs)
+
+    monkeypatch.setattr(extract._Taps, "run", flaky)
+    with caplog.at_level(logging.WARNING, logger="layerfusion.extract"):
+        got = extract.extract_texts(loaded, TEXTS, _cfg(), progress=False)
+    assert 1 <= len(failed) <= 3 and max(ok) <= 20 and "out of memory" in caplog.text
+    for pooling in ("mean", "last"):
+        np.testing.assert_allclose(got[pooling], expected[pooling], atol=ATOL)
+
+
+def test_out_of_memory_on_one_text_raises_with_advice(tiny, monkeypatch):
+    loaded, _ = tiny["llama"]
+
+    def oom(self, input_ids, mask, kwargs):
+        raise torch.OutOfMemoryError("simulated")
+
+    monkeypatch.setattr(extract._Taps, "run", oom)
+    with pytest.raises(RuntimeError, match="max_length"):
+        extract.extract_texts(loaded, TEXTS[:1], _cfg(), progress=False)
+
+
+@pytest.mark.parametrize("bad, where", [
+    (["good", ""], "[1]"),
+    (["  \n\t", "good", None], "[0, 2]"),
+    (["good", 3], "[1]"),
+])
+def test_bad_texts_raise_naming_indices(tiny, bad, where):
+    with pytest.raises(ValueError, match=f"indices \\{where[:-1]}\\]"):
+        extract.extract_texts(tiny["llama"][0], bad, _cfg(), progress=False)
+
+
+def test_empty_or_single_string_input_raises(tiny):
+    with pytest.raises(ValueError, match="empty"):
+        extract.extract_texts(tiny["llama"][0], [], _cfg(), progress=False)
+    with pytest.raises(ValueError, match="single string"):
+        extract.extract_texts(tiny["llama"][0], "good", _cfg(), progress=False)
+
+
+def test_over_long_texts_are_truncated_and_counted(tiny):
+    loaded, _ = tiny["llama"]
+    texts = ["the movie was good bad boring", "fun", "the movie was"]
+    res = extract.extract_texts(loaded, texts, _cfg(max_length=4), progress=False)
+    assert res.n_truncated == 1 and res.truncated.tolist() == [True, False, False]
+    np.testing.assert_allclose(res["mean"][0], res["mean"][2], atol=ATOL)
+
+
+def test_bf16_model_is_pooled_in_float32(tmp_path):
+    spec = testing.tiny_spec(tmp_path / "m", arch="llama")
+    fp32 = extract.extract_texts(models.load(spec, device="cpu"), TEXTS, _cfg(), progress=False)
+    bf16 = extract.extract_texts(models.load(spec, device="cpu", dtype="bfloat16"), TEXTS, _cfg(), progress=False)
+    assert bf16["mean"].dtype == np.float32 and np.isfinite(bf16["mean"]).all()
+    np.testing.assert_allclose(bf16["mean"], fp32["mean"], atol=0.1)
+
+
+@pytest.mark.parametrize("field, value", [("max_length", 0), ("token_budget", -1), ("shard_size", 1.5),
+                                          ("layers", ()), ("poolings", ("cls",))])
+def test_config_rejects_bad_values(field, value):
+    with pytest.raises(ValueError, match=field if field != "poolings" else "pooling"):
+        extract.ExtractionConfig(**{field: value})
