@@ -56,11 +56,8 @@ notebooks: check-venv
 	@test -f params/$(PROFILE).yaml || { echo "make: params/$(PROFILE).yaml not found; PROFILE is one of: $$(ls params | sed 's/\.yaml$$//' | tr '\n' ' ')"; exit 1; }
 	@test -n "$(NOTEBOOKS)" || { echo "make: no numbered notebooks (notebooks/NN_name.ipynb) to execute"; exit 1; }
 	@mkdir -p $(EXECUTED)
-	@set -e; for nb in $(NOTEBOOKS); do \
-	  echo "papermill $$nb (profile $(PROFILE))"; \
-	  $(NB_ENV) $(VENV)/bin/papermill notebooks/$$nb.ipynb $(EXECUTED)/$$nb.ipynb \
-	    -p profile $(PROFILE) --cwd notebooks --no-progress-bar; \
-	done
+	$(NB_ENV) $(VENV)/bin/layerfusion report --profile $(PROFILE) --out-dir $(EXECUTED) \
+	  $(foreach nb,$(NOTEBOOKS),--chapter $(nb))
 
 check-book-sources: check-venv
 	@$(PY) -c "import pathlib, sys, yaml; \

@@ -223,8 +223,13 @@ class CacheEntry:
             return None
         return array
 
-    def write_shard(self, i: int, array: np.ndarray, *, n_truncated: int) -> None:
-        """Store shard ``i`` (float16, shard file first, then the manifest that records its sha256)."""
+    def write_shard(self, i: int, array: np.ndarray, *, n_truncated: int, stats: dict[str, Any] | None = None
+                    ) -> None:
+        """Store shard ``i`` (float16, shard file first, then the manifest that records its sha256).
+
+        ``stats`` (seconds, real_tokens, padded_tokens of the extraction that produced it) is kept with the shard so
+        the throughput of the run that filled the cache can be reported later.
+        """
         expected = (self.shape[0], len(self.rows(i)), *self.shape[1:])
         if array.shape != expected:
             raise ValueError(f"shard {i} has shape {array.shape}, expected {expected}")
@@ -235,7 +240,8 @@ class CacheEntry:
         self.manifest["shards"][str(i)] = {"file": self.shard_path(i).name, "sha256": sha256_bytes(data),
                                            "rows": [self.rows(i).start, self.rows(i).stop],
                                            "n_truncated": int(n_truncated),
-                                           "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                                           "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                           **{k: float(v) for k, v in (stats or {}).items()}}
         self._save_manifest()
 
     def record_provenance(self, info: dict[str, Any]) -> None:
@@ -256,6 +262,12 @@ class CacheEntry:
     def n_truncated(self) -> int:
         """Texts truncated to max_length, summed over recorded shards."""
         return int(sum(s.get("n_truncated", 0) for s in self.manifest.get("shards", {}).values()))
+
+    def extraction_stats(self) -> dict[str, float]:
+        """Seconds, real and padded tokens summed over the recorded shards (NaN where a shard kept none)."""
+        shards = list(self.manifest.get("shards", {}).values())
+        return {k: float(sum(s.get(k, float("nan")) for s in shards)) if shards else float("nan")
+                for k in ("seconds", "real_tokens", "padded_tokens")}
 
     def provenance(self) -> dict[str, Any]:
         """Key, model, settings, dataset and the runs that wrote this entry."""

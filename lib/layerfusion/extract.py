@@ -402,8 +402,14 @@ class LayerEmbeddings:
         """n, layers, dim, poolings, bytes on disk and n_truncated (one row of the extraction table)."""
         first = next(iter(self.vectors.values()))
         on_disk = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file()) if self.path else 0
+        run = self.provenance.get("extraction") or {}
+        seconds = float(run.get("seconds", float("nan")))
         return {"n": int(first.shape[0]), "layers": len(self.layers), "dim": int(first.shape[-1]),
-                "poolings": list(self.vectors), "bytes_on_disk": int(on_disk), "n_truncated": int(self.n_truncated)}
+                "poolings": list(self.vectors), "bytes_on_disk": int(on_disk), "n_truncated": int(self.n_truncated),
+                "extract_seconds": seconds, "real_tokens": float(run.get("real_tokens", float("nan"))),
+                "texts_per_s": int(first.shape[0]) / seconds if seconds > 0 else float("nan"),
+                "tokens_per_s": float(run.get("real_tokens", float("nan"))) / seconds if seconds > 0
+                else float("nan")}
 
 
 def _texts_labels(dataset: Any, split: str | None) -> tuple[Any, list[str], np.ndarray | None]:
@@ -487,10 +493,12 @@ def embed(model: Any, dataset: Any, split: str | None = None, config: Extraction
                     rows = entry.rows(i)
                     result = extract_texts(loaded, [texts[j] for j in rows], config, progress, bar=bar)
                     stacked = np.stack([result[p] for p in config.poolings]).astype(np.float16)
-                    entry.write_shard(i, stacked, n_truncated=result.n_truncated)
+                    entry.write_shard(i, stacked, n_truncated=result.n_truncated,
+                                      stats={"seconds": result.seconds, "real_tokens": result.real_tokens,
+                                             "padded_tokens": result.padded_tokens})
                     shards[i] = stacked
         entry.finish()
     joined = np.concatenate([shards[i] for i in range(entry.n_shards)], axis=1)
     vectors = {p: joined[k] for k, p in enumerate(config.poolings)}
     return LayerEmbeddings(vectors=vectors, layers=layers, labels=labels, n_truncated=entry.n_truncated,
-                           provenance=entry.provenance(), path=entry.path)
+                           provenance={**entry.provenance(), "extraction": entry.extraction_stats()}, path=entry.path)

@@ -1,0 +1,163 @@
+"""Command line: ``layerfusion extract|probe|fuse|overhead|report|models``, thin wrappers over the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+NOTEBOOKS = ("00_setup", "01_extraction", "02_layer_analysis", "03_fusion", "04_overhead", "05_discussion")
+
+
+def _study(args: argparse.Namespace):
+    from layerfusion.study import Study, StudyConfig
+
+    cfg = StudyConfig.from_profile(
+        args.profile,
+        models=tuple(args.model) if getattr(args, "model", None) else None,
+        datasets=tuple(args.dataset) if getattr(args, "dataset", None) else None,
+        device=getattr(args, "device", None),
+        dtype=getattr(args, "dtype", None),
+    )
+    return Study(cfg, cache_dir=args.cache_dir, progress=not args.quiet)
+
+
+def _show(frame: pd.DataFrame, out: str | None) -> None:
+    with pd.option_context("display.max_rows", 200, "display.max_columns", 30, "display.width", 160):
+        print(frame.to_string(index=False))
+    if out:
+        frame.to_csv(out, index=False)
+        print(f"wrote {out}")
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    _show(_study(args).extract_all(), args.out)
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from layerfusion.layer_analysis import analyse_layers
+
+    analysis = analyse_layers(_study(args), poolings=tuple(args.pooling) if args.pooling else None)
+    cols = ["model", "dataset", "pooling", "best_layer", "n_layers", "best_test_accuracy", "last_test_accuracy",
+            "p_best_vs_last_holm"]
+    _show(analysis.summary[cols], args.out)
+    return 0
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    from layerfusion.fusion_analysis import analyse_fusion
+    from layerfusion.layer_analysis import analyse_layers
+
+    study = _study(args)
+    layers = analyse_layers(study, poolings=("mean",))
+    fused = analyse_fusion(study, layers.summary, layers.per_layer)
+    cols = ["dataset", "models", "operator", "test_mean", "test_std", "best_single", "gain", "p_holm"]
+    _show(fused.comparisons[cols], args.out)
+    return 0
+
+
+def cmd_overhead(args: argparse.Namespace) -> int:
+    from layerfusion import overhead_analysis
+
+    _show(overhead_analysis.footprints(_study(args)), args.out)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from layerfusion import models
+
+    _show(models.describe(), None)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Execute the chapters with papermill under a profile into the folder the book is built from."""
+    import papermill as pm
+
+    from layerfusion.paths import repo_root
+
+    root = repo_root()
+    out_dir = Path(args.out_dir or root / "book" / "executed")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = args.chapter or list(NOTEBOOKS)
+    for name in names:
+        if name not in NOTEBOOKS:
+            raise SystemExit(f"unknown chapter {name!r}; chapters are {', '.join(NOTEBOOKS)}")
+        start = time.perf_counter()
+        print(f"[{name}] executing with profile {args.profile} ...", flush=True)
+        out = out_dir / f"{name}.ipynb"
+        pm.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(out),
+                            parameters={"profile": args.profile}, cwd=str(root / "notebooks"),
+                            progress_bar=False, kernel_name="python3")
+        hide_injected_parameters(out)
+        print(f"[{name}] done in {time.perf_counter() - start:.0f} s", flush=True)
+    return 0
+
+
+def hide_injected_parameters(path: Path) -> None:
+    """Tag papermill's injected-parameters cell ``remove-cell`` so the book shows the run card, not the plumbing."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+    nbformat.write(nb, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="layerfusion", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, data: bool = True) -> None:
+        p.add_argument("--profile", default="default", help="params/<profile>.yaml (ci, default, paper)")
+        p.add_argument("--cache-dir", default=None, help="cache root (default $LAYERFUSION_CACHE_DIR or ~/.cache)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        if data:
+            p.add_argument("--model", action="append", help="model key (repeatable; default: the profile's)")
+            p.add_argument("--dataset", action="append", help="dataset name (repeatable; default: the profile's)")
+            p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
+            p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: auto)")
+            p.add_argument("--out", default=None, help="also write the table as CSV here")
+
+    p = sub.add_parser("extract", help="extract pooled vectors of every layer into the cache")
+    common(p)
+    p.set_defaults(func=cmd_extract)
+    p = sub.add_parser("probe", help="probe every layer, select on validation, report test once")
+    common(p)
+    p.add_argument("--pooling", action="append", help="mean, last, mean_pad (repeatable)")
+    p.set_defaults(func=cmd_probe)
+    p = sub.add_parser("fuse", help="fuse models at their validation-best layers")
+    common(p)
+    p.set_defaults(func=cmd_fuse)
+    p = sub.add_parser("overhead", help="memory and load time per model")
+    common(p)
+    p.set_defaults(func=cmd_overhead)
+    p = sub.add_parser("models", help="list the model registry")
+    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("report", help="execute the book's chapters with papermill under a profile")
+    p.add_argument("--profile", default="default")
+    p.add_argument("--chapter", action="append", help=f"one of {', '.join(NOTEBOOKS)} (repeatable)")
+    p.add_argument("--out-dir", default=None, help="default: book/executed")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``layerfusion`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"layerfusion: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

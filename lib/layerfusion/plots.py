@@ -1,0 +1,224 @@
+"""Figures drawn from results tables only (never from raw arrays), so every figure is traceable to a results file."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+FIGSIZE_PANEL = 3.4
+
+
+def _panels(n: int, ncols: int = 4, height: float = 2.9, sharey: bool = False):
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(FIGSIZE_PANEL * ncols, height * nrows), squeeze=False,
+                             sharey=sharey, constrained_layout=True)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def norms_per_layer(norms: pd.DataFrame):
+    """Mean pooled-vector norm per layer against relative depth: one panel per dataset, one line per model."""
+    datasets = list(dict.fromkeys(norms["dataset"]))
+    fig, axes = _panels(len(datasets))
+    for ax, dataset in zip(axes, datasets):
+        for model, grp in norms[norms["dataset"] == dataset].groupby("model", sort=False):
+            ax.plot(grp["rel_depth"], grp["norm"], marker=".", label=model)
+        ax.set_yscale("log")
+        ax.set_title(dataset)
+        ax.set_xlabel("relative depth (layer / L)")
+    axes[0].set_ylabel("mean ‖h̄‖ (log scale)")
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def layer_curves(per_layer: pd.DataFrame, metric: str = "test_accuracy", pooling: str = "mean"):
+    """Accuracy per layer with its bootstrap CI band, against relative depth: a panel per dataset, a line per model.
+
+    The test curve is description only; the chosen layer (validation-best) is marked with a dot.
+    """
+    df = per_layer[per_layer["pooling"] == pooling]
+    datasets = list(dict.fromkeys(df["dataset"]))
+    fig, axes = _panels(len(datasets))
+    low, high = f"{metric}_low", f"{metric}_high"
+    for ax, dataset in zip(axes, datasets):
+        for model, grp in df[df["dataset"] == dataset].groupby("model", sort=False):
+            line, = ax.plot(grp["rel_depth"], grp[metric], label=model, lw=1.4)
+            if low in grp and high in grp:
+                ax.fill_between(grp["rel_depth"], grp[low], grp[high], color=line.get_color(), alpha=0.15, lw=0)
+            best = grp.loc[grp["val_accuracy"].idxmax()]
+            ax.plot([best["rel_depth"]], [best[metric]], "o", color=line.get_color(), ms=5)
+        ax.set_title(f"{dataset} ({pooling} pooling)")
+        ax.set_xlabel("relative depth (layer / L)")
+    axes[0].set_ylabel(metric.replace("_", " "))
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def best_layer_heatmap(summary: pd.DataFrame, pooling: str = "mean"):
+    """Relative depth of the validation-best layer, model x dataset (annotated with the layer index)."""
+    df = summary[summary["pooling"] == pooling]
+    depth = df.pivot(index="model", columns="dataset", values="best_rel_depth")
+    layer = df.pivot(index="model", columns="dataset", values="best_layer")
+    n_layers = df.pivot(index="model", columns="dataset", values="n_layers")
+    fig, ax = plt.subplots(figsize=(1.3 * depth.shape[1] + 2.5, 0.55 * depth.shape[0] + 1.4), constrained_layout=True)
+    im = ax.imshow(depth.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(depth.shape[1]), depth.columns)
+    ax.set_yticks(range(depth.shape[0]), depth.index)
+    for i in range(depth.shape[0]):
+        for j in range(depth.shape[1]):
+            ax.text(j, i, f"{int(layer.iat[i, j])}/{int(n_layers.iat[i, j]) - 1}", ha="center", va="center",
+                    color="white" if depth.iat[i, j] < 0.6 else "black", fontsize=8)
+    fig.colorbar(im, ax=ax, label="relative depth of best layer")
+    ax.set_title("Validation-best layer (index / last index)")
+    return fig
+
+
+def pooling_comparison(summary: pd.DataFrame):
+    """Best-layer test accuracy per pooling, model x dataset, as grouped bars with CIs where available."""
+    datasets = list(dict.fromkeys(summary["dataset"]))
+    fig, axes = _panels(len(datasets))
+    for ax, dataset in zip(axes, datasets):
+        df = summary[summary["dataset"] == dataset]
+        models = list(dict.fromkeys(df["model"]))
+        poolings = list(dict.fromkeys(df["pooling"]))
+        width = 0.8 / len(poolings)
+        for j, pooling in enumerate(poolings):
+            sub = df[df["pooling"] == pooling].set_index("model").reindex(models)
+            x = np.arange(len(models)) + j * width
+            err = np.vstack([sub["best_test_accuracy"] - sub["best_test_low"],
+                             sub["best_test_high"] - sub["best_test_accuracy"]])
+            ax.bar(x, sub["best_test_accuracy"], width, yerr=err, label=pooling, capsize=2)
+        ax.set_xticks(np.arange(len(models)) + 0.4 - width / 2, models, rotation=30, ha="right", fontsize=7)
+        ax.set_title(dataset)
+        lo = float(df["best_test_low"].min())
+        ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+    axes[0].set_ylabel("test accuracy at validation-best layer")
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def fusion_gains(comparisons: pd.DataFrame):
+    """Gain of each fusion over the validation-best single model (mean over seeds, ± std), per dataset/operator."""
+    datasets = list(dict.fromkeys(comparisons["dataset"]))
+    fig, axes = _panels(len(datasets), ncols=2, height=3.4)
+    for ax, dataset in zip(axes, datasets):
+        df = comparisons[comparisons["dataset"] == dataset].copy()
+        df["label"] = df["models"].map(lambda m: "+".join(x.split("-")[0] for x in m)) + " · " + df["operator"]
+        df = df.sort_values("gain")
+        colors = ["tab:green" if (g > 0 and p < 0.05) else "tab:red" if (g < 0 and p < 0.05) else "tab:gray"
+                  for g, p in zip(df["gain"], df["p_holm"])]
+        ax.barh(df["label"], df["gain"] * 100, xerr=df["test_std"].fillna(0) * 100, color=colors, capsize=1.5)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.tick_params(axis="y", labelsize=6)
+        ax.set_title(f"{dataset}: vs best single ({df['best_single'].iloc[0]})", fontsize=9)
+        ax.set_xlabel("test accuracy gain (points)")
+    return fig
+
+
+def stability(stab: pd.DataFrame):
+    """Spread of test accuracy against the number of models concatenated (across seeds and across combos)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+    for dataset, grp in stab.groupby("dataset", sort=False):
+        axes[0].plot(grp["k"], grp["seed_std_mean"] * 100, marker="o", label=dataset)
+        axes[1].plot(grp["k"], grp["range"] * 100, marker="o", label=dataset)
+    axes[0].set_ylabel("std over seeds (points)")
+    axes[1].set_ylabel("best − worst combination (points)")
+    for ax in axes:
+        ax.set_xlabel("number of models fused")
+        ax.set_xticks(sorted(stab["k"].unique()))
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def complementarity(compl: pd.DataFrame, x: str = "kappa"):
+    """Fusion gain of each model pair against a complementarity diagnostic (one colour per dataset)."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.4), constrained_layout=True)
+    for dataset, grp in compl.groupby("dataset", sort=False):
+        ax.scatter(grp[x], grp["gain_over_better"] * 100, label=dataset)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel(x.replace("_", " ") + " (validation)")
+    ax.set_ylabel("concat gain over the better model (points)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def greedy_path(greedy: pd.DataFrame, label: str = "dataset"):
+    """Validation score along each greedy search path (step = units added)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2), constrained_layout=True)
+    for name, grp in greedy.groupby(label, sort=False):
+        ax.plot(range(1, len(grp) + 1), grp["score"], marker="o", label=str(name))
+    ax.set_xlabel("units chosen")
+    ax.set_ylabel("validation accuracy")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def scaling(df: pd.DataFrame, x: str, y: str = "seconds", title: str | None = None, logx: bool = False):
+    """One scaling curve (e.g. seconds against number of texts)."""
+    fig, ax = plt.subplots(figsize=(4.2, 3.0), constrained_layout=True)
+    for name, grp in df.groupby("model", sort=False) if "model" in df else [("", df)]:
+        ax.plot(grp[x], grp[y], marker="o", label=str(name))
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel(y.replace("_", " "))
+    if title:
+        ax.set_title(title, fontsize=9)
+    if "model" in df:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def pareto(df: pd.DataFrame, front: pd.DataFrame, cost: str = "cost", score: str = "accuracy",
+           label: str = "label"):
+    """Accuracy against inference cost with the Pareto front drawn, one panel per dataset."""
+    datasets = list(dict.fromkeys(df["dataset"]))
+    fig, axes = _panels(len(datasets), ncols=2, height=3.3)
+    for ax, dataset in zip(axes, datasets):
+        sub, fr = df[df["dataset"] == dataset], front[front["dataset"] == dataset].sort_values(cost)
+        ax.scatter(sub[cost], sub[score], s=14, color="tab:gray", alpha=0.7)
+        ax.plot(fr[cost], fr[score], "-o", color="tab:blue", ms=4)
+        for row in fr.itertuples():
+            ax.annotate(getattr(row, label), (getattr(row, cost), getattr(row, score)), fontsize=6,
+                        xytext=(3, -8), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_title(dataset)
+        ax.set_xlabel(cost.replace("_", " "))
+    axes[0].set_ylabel(score.replace("_", " "))
+    return fig
+
+
+def class_histograms(counts: pd.DataFrame):
+    """Class histograms per dataset (train/validation/test side by side; log scale for the long-tailed Reuters)."""
+    datasets = list(dict.fromkeys(counts["dataset"]))
+    fig, axes = _panels(len(datasets), ncols=2, height=2.8)
+    for ax, dataset in zip(axes, datasets):
+        df = counts[counts["dataset"] == dataset].pivot_table(index="label", columns="split", values="count",
+                                                              sort=False)
+        df = df.loc[df.sum(axis=1).sort_values(ascending=False).index]
+        x = np.arange(len(df))
+        width = 0.8 / max(df.shape[1], 1)
+        for j, split in enumerate(df.columns):
+            ax.bar(x + j * width, df[split], width, label=split)
+        ax.set_yscale("log")
+        ax.set_xticks(x + 0.4 - width / 2, df.index, rotation=90, fontsize=5 if len(df) > 10 else 7)
+        ax.set_title(f"{dataset} ({len(df)} classes)")
+    axes[0].set_ylabel("texts (log scale)")
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def scaling_panels(curves: pd.DataFrame, axes) -> None:
+    """Four scaling curves of one model: seconds vs n_texts, max_length, layers kept; peak memory vs budget."""
+    specs = (("n_texts", "seconds", "texts"), ("max_length", "seconds", "max_length (tokens)"),
+             ("layers", "seconds", "deepest layer kept"), ("token_budget", "peak_bytes", "token budget per batch"))
+    for ax, (vary, y, xlabel) in zip(axes, specs):
+        df = curves[curves["vary"] == vary].sort_values("value")
+        values = df[y] / 2**20 if y == "peak_bytes" else df[y]
+        ax.plot(df["value"].astype(float), values, marker="o")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("peak memory added (MiB)" if y == "peak_bytes" else "seconds")
+        ax.set_ylim(bottom=0)

@@ -1,0 +1,151 @@
+"""The study layer: profile config, claims rules, report glue, analysis summaries, overhead tables, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from layerfusion import claims, cli, fusion_analysis, layer_analysis, overhead_analysis, report
+from layerfusion.study import StudyConfig
+
+
+def test_profile_config_reads_every_shipped_profile():
+    for name in ("ci", "default", "paper"):
+        cfg = StudyConfig.from_profile(name)
+        assert cfg.profile == name and cfg.models and cfg.datasets
+        assert set(cfg.datasets) <= {"sst2", "mr", "r8", "r52"}
+        ext = cfg.extraction_config(cfg.datasets[0])
+        assert ext.max_length == cfg.max_length[cfg.datasets[0]]
+        json.dumps(cfg.as_dict())
+
+
+def test_profile_overrides_win_and_unknown_profile_is_named():
+    cfg = StudyConfig.from_profile("ci", models=("minilm-l6",), datasets=None)
+    assert cfg.models == ("minilm-l6",)
+    assert cfg.datasets == StudyConfig.from_profile("ci").datasets
+    with pytest.raises(KeyError, match="unknown profile 'nope'"):
+        StudyConfig.from_profile("nope")
+
+
+def _summary(best_is_last: list[bool], p: list[float], delta: list[float], depth: list[float]) -> pd.DataFrame:
+    n = len(best_is_last)
+    return pd.DataFrame({
+        "model": [f"m{i % 2}" for i in range(n)], "dataset": [f"d{i}" for i in range(n)], "pooling": "mean",
+        "best_is_last": best_is_last, "p_best_vs_last_holm": p, "delta_best_minus_last": delta,
+        "best_rel_depth": depth, "best_layer": [3] * n, "last_layer": [5] * n, "n_layers": [6] * n,
+        "best_test_accuracy": [0.8] * n, "best_test_low": [0.75] * n, "best_test_high": [0.85] * n,
+        "last_test_accuracy": [0.7] * n, "n_tied_with_best": [2] * n,
+    })
+
+
+def test_layer_claim_rules():
+    supported = claims.layer_claim(_summary([False] * 4, [0.01, 0.2, 0.3, 0.5], [0.1] * 4, [0.3, 0.6, 0.8, 0.5]))
+    assert supported["verdict"] == "supported" and "4/4" in supported["evidence"]
+    no_sig = claims.layer_claim(_summary([False] * 4, [0.5] * 4, [0.01] * 4, [0.3, 0.6, 0.8, 0.5]))
+    assert no_sig["verdict"] == "partly supported"
+    last = claims.layer_claim(_summary([True] * 4, [1.0] * 4, [0.0] * 4, [1.0] * 4))
+    assert last["verdict"] == "not supported"
+
+
+def test_stability_claim_rules():
+    stab = pd.DataFrame({"dataset": ["a", "a", "b", "b"], "k": [2, 3, 2, 3],
+                         "seed_std_mean": [0.02, 0.01, 0.02, 0.03]})
+    assert claims.stability_claim(stab)["verdict"] == "partly supported"
+    stab["seed_std_mean"] = [0.02, 0.01, 0.03, 0.01]
+    assert claims.stability_claim(stab)["verdict"] == "supported"
+    stab["seed_std_mean"] = [0.01, 0.02, 0.01, 0.03]
+    assert claims.stability_claim(stab)["verdict"] == "not supported"
+
+
+def test_fusion_claim_needs_significance_and_complementarity():
+    comp = pd.DataFrame({"dataset": ["a", "b"], "operator": "concat", "gain": [0.05, 0.01],
+                         "p_holm": [0.001, 0.6]})
+    compl = pd.DataFrame({"kappa": [0.9, 0.7, 0.5, 0.3, 0.1], "gain_over_better": [0.0, 0.01, 0.02, 0.03, 0.05]})
+    assert claims.fusion_claim(comp, compl)["verdict"] == "supported"
+    compl["gain_over_better"] = compl["gain_over_better"][::-1].to_numpy()
+    assert claims.fusion_claim(comp, compl)["verdict"] == "partly supported"
+    comp["p_holm"] = 0.9
+    comp["gain"] = -0.01
+    assert claims.fusion_claim(comp, compl)["verdict"] == "not supported"
+
+
+def test_overhead_claim_reads_slopes():
+    scaling = pd.DataFrame({"vary": ["layers"] * 3 + ["models"] * 2, "value": [1, 5, 9, 1, 2],
+                            "seconds": [1.0, 2.0, 3.0, 10.0, 20.0]})
+    row = claims.overhead_claim(scaling)
+    assert row["verdict"] == "supported" and "×3.00" in row["evidence"]
+    scaling["seconds"] = [3.0, 2.0, 1.0, 10.0, 20.0]
+    assert claims.overhead_claim(scaling)["verdict"] == "not supported"
+
+
+def test_layer_summary_from_arrays_picks_validation_best_and_tests_last():
+    rng = np.random.default_rng(0)
+    y_val, y_te = rng.integers(0, 2, 200), rng.integers(0, 2, 300)
+    noisy = lambda y, p: np.where(rng.random(y.size) < p, y, 1 - y)  # noqa: E731
+    val_pred = np.stack([noisy(y_val, p) for p in (0.5, 0.95, 0.6)])
+    test_pred = np.stack([noisy(y_te, p) for p in (0.5, 0.95, 0.6)])
+    arrays = {"layers": np.arange(3), "y_te": y_te, "y_val": y_val, "val_pred": val_pred, "test_pred": test_pred,
+              "val_scores": (val_pred == y_val).mean(axis=1)}
+    row = layer_analysis.summarise("m", "d", "mean", arrays)
+    assert row["best_layer"] == 1 and row["last_layer"] == 2 and not row["best_is_last"]
+    assert row["p_best_vs_last"] < 1e-6 and row["delta_best_minus_last"] > 0.2
+    assert row["best_test_low"] <= row["best_test_accuracy"] <= row["best_test_high"]
+    table = layer_analysis.summary_table(pd.DataFrame([{**row, "p_best_vs_last_holm": row["p_best_vs_last"]}]))
+    assert table.loc[0, "best layer"] == "1 / 2"
+    facts = layer_analysis.headline(pd.DataFrame([{**row, "p_best_vs_last_holm": 0.001}]))
+    assert facts == {"n_cells": 1, "n_not_last": 1, "n_significant": 1, "median_best_rel_depth": 0.5,
+                     "max_depth_range_across_datasets": 0.0}
+
+
+def test_fusion_stability_and_correlation_tables():
+    runs = pd.DataFrame({
+        "dataset": "d", "operator": "concat",
+        "models": [["a", "b"]] * 3 + [["a", "c"]] * 3 + [["a", "b", "c"]] * 3,
+        "k": [2] * 6 + [3] * 3, "seed": [0, 1, 2] * 3,
+        "test_accuracy": [0.80, 0.82, 0.84, 0.70, 0.72, 0.74, 0.85, 0.85, 0.86]})
+    stab = fusion_analysis.stability(runs).set_index("k")
+    assert stab.loc[2, "n_combos"] == 2 and stab.loc[3, "n_combos"] == 1
+    assert stab.loc[2, "range"] == pytest.approx(0.10)
+    assert stab.loc[3, "seed_std_mean"] < stab.loc[2, "seed_std_mean"]
+    compl = pd.DataFrame({"kappa": [0.1, 0.5, 0.9], "cka": [0.2, 0.5, 0.8], "overlap_jaccard": [0.1, 0.4, 0.8],
+                          "overlap_oracle_accuracy": [0.95, 0.9, 0.85], "gain_over_better": [0.03, 0.01, -0.01]})
+    corr = fusion_analysis.complementarity_correlation(compl).set_index("diagnostic")
+    assert corr.loc["kappa", "spearman_vs_gain"] == pytest.approx(-1.0)
+
+
+def test_accuracy_vs_cost_sums_the_models_fused():
+    deploy = pd.DataFrame({"model": ["a", "b"], "dataset": "d", "setting": "stop at best layer",
+                           "seconds_per_1k": [10.0, 30.0]})
+    runs = pd.DataFrame({"dataset": "d", "models": [["a"], ["b"]], "k": 1, "test_accuracy": [0.8, 0.7]})
+    comparisons = pd.DataFrame({"dataset": ["d"], "models": [["a", "b"]], "operator": ["concat"],
+                                "test_mean": [0.85]})
+    table = overhead_analysis.accuracy_vs_cost(comparisons, runs, deploy)
+    assert sorted(table["cost"]) == [10.0, 30.0, 40.0]
+    front = overhead_analysis.pareto(table)
+    assert set(front["cost"]) == {10.0, 40.0}
+
+
+def test_report_saves_reads_and_lists_runs(tmp_path):
+    run = report.start("unit", "chapter", seed=3, results_dir=tmp_path)
+    run.save("table", pd.DataFrame({"x": [1, 2]}))
+    assert run.load("table")["x"].tolist() == [1, 2]
+    assert run.load_run("table")["run_id"] == run.run_id
+    card = report.finish(run)
+    assert card.loc["profile", "value"] == "unit" and card.loc["seed", "value"] == 3
+    records = report.run_records(run.results_dir)
+    assert records.loc[0, "run id"] == run.run_id and records.loc[0, "result files"] == 2
+
+
+def test_cli_parser_and_errors(capsys):
+    parser = cli.build_parser()
+    args = parser.parse_args(["extract", "--model", "smollm2-135m", "--dataset", "mr", "--profile", "default"])
+    assert args.model == ["smollm2-135m"] and args.dataset == ["mr"] and args.func is cli.cmd_extract
+    assert cli.main(["extract", "--profile", "nope"]) == 2
+    assert "unknown profile" in capsys.readouterr().err
+    assert cli.main(["models"]) == 0
+    assert "smollm2-135m" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["report", "--chapter", "99_nothing", "--out-dir", "/tmp/unused"])
