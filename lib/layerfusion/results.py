@@ -87,7 +87,8 @@ def versions() -> dict[str, str | None]:
 def git_info(root: str | os.PathLike | None = None) -> dict[str, Any]:
     """Commit SHA and dirty flag of the checkout (both None outside git or without a git binary).
 
-    ``dirty`` counts modified and untracked files except under ``results/``, which notebooks themselves write.
+    ``dirty`` counts modified and untracked files except under ``results/`` and ``book/executed/``, which the
+    notebooks themselves write.
     """
     cwd = Path(root) if root is not None else paths.repo_root()
 
@@ -101,7 +102,7 @@ def git_info(root: str | os.PathLike | None = None) -> dict[str, Any]:
     sha = git("rev-parse", "HEAD")
     if sha is None:
         return {"sha": None, "dirty": None}
-    status = git("status", "--porcelain", "--", ".", ":(exclude)results")
+    status = git("status", "--porcelain", "--", ".", ":(exclude)results", ":(exclude)book/executed")
     return {"sha": sha.strip(), "dirty": None if status is None else bool(status.strip())}
 
 
