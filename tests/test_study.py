@@ -52,12 +52,18 @@ def test_layer_claim_rules():
 
 def test_stability_claim_rules():
     stab = pd.DataFrame({"dataset": ["a", "a", "b", "b"], "k": [2, 3, 2, 3],
-                         "seed_std_mean": [0.02, 0.01, 0.02, 0.03]})
+                         "seed_std_mean": [0.02, 0.01, 0.02, 0.03], "range": [0.05, 0.06, 0.05, 0.06]})
     assert claims.stability_claim(stab)["verdict"] == "partly supported"
     stab["seed_std_mean"] = [0.02, 0.01, 0.03, 0.01]
-    assert claims.stability_claim(stab)["verdict"] == "supported"
+    stab["range"] = [0.05, 0.02, 0.05, 0.01]
+    row = claims.stability_claim(stab)
+    assert row["verdict"] == "supported" and "narrower on 2/2" in row["evidence"]
     stab["seed_std_mean"] = [0.01, 0.02, 0.01, 0.03]
+    stab["range"] = [0.01, 0.02, 0.01, 0.03]
     assert claims.stability_claim(stab)["verdict"] == "not supported"
+    stab["seed_std_mean"] = [0.01, 0.02, 0.01, 0.03]
+    stab["range"] = [0.05, 0.02, 0.05, 0.01]
+    assert claims.stability_claim(stab)["verdict"] == "partly supported"
 
 
 def test_fusion_claim_needs_significance_and_complementarity():
