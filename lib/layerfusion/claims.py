@@ -73,7 +73,8 @@ def stability_claim(stability: pd.DataFrame) -> dict[str, str]:
     """Claim 3: three or more models make performance more stable.
 
     Two readings of "stable", both reported: the spread over seeds of one combination, and the spread across the
-    combinations of k models (how much the result depends on which models are picked). Supported when both narrow
+    combinations of k models (how much the result depends on which models are picked; only sizes k with at least
+    two combinations count, since one combination has no spread). Supported when both narrow
     from 2 to >=3 models on every dataset, partly supported when either narrows on at least half, else not.
     """
     rows = []
@@ -81,7 +82,7 @@ def stability_claim(stability: pd.DataFrame) -> dict[str, str]:
         many = g["k"] >= 3
         rows.append((dataset, g.loc[g["k"] == 2, "seed_std_mean"].mean(), g.loc[many, "seed_std_mean"].mean(),
                      g.loc[g["k"] == 2, "range"].mean() if "range" in g else np.nan,
-                     g.loc[many, "range"].mean() if "range" in g else np.nan))
+                     g.loc[many & (g.get("n_combos", 2) >= 2), "range"].mean() if "range" in g else np.nan))
     seed = [(d, a, b) for d, a, b, _, _ in rows if np.isfinite(a) and np.isfinite(b)]
     combo = [(d, a, b) for d, _, _, a, b in rows if np.isfinite(a) and np.isfinite(b)]
     seed_narrower = sum(b < a for _, a, b in seed)
