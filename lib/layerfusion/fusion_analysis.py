@@ -10,7 +10,7 @@ chapter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import combinations
 from typing import Any
 
@@ -38,8 +38,7 @@ class FusionAnalysis:
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """name -> table, for writing to the results store."""
-        return {name: getattr(self, name) for name in
-                ("runs", "comparisons", "controls", "complementarity", "stability", "greedy")}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def best_layers(summary: pd.DataFrame, dataset: str, pooling: str = "mean") -> dict[str, int]:

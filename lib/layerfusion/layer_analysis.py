@@ -8,7 +8,7 @@ a greedy multi-layer combination, the authors' max-over-test protocol, and datas
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -35,8 +35,7 @@ class LayerAnalysis:
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """name -> table, for writing to the results store."""
-        return {name: getattr(self, name) for name in
-                ("per_layer", "summary", "label_free", "greedy", "authors", "baselines")}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def probe_settings(cfg: Any) -> dict[str, Any]:
