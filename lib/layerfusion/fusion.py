@@ -24,6 +24,8 @@ from sklearn.decomposition import PCA
 from torch import nn
 from tqdm.auto import tqdm
 
+from layerfusion.probe import MLP
+
 __all__ = [
     "OPERATORS", "FusionOperator", "Concat", "ProjectedSum", "ProjectedProduct", "Residual", "CoOccurrence",
     "ScalarMix", "register_operator", "make_operator", "FusionClassifier", "match_dimension",
@@ -278,9 +280,7 @@ class _Network(nn.Module):
         if head == "linear":
             self.head: nn.Module = nn.Linear(d, n_classes)
         else:
-            (h1, h2), (p1, p2) = MLP_HIDDEN, MLP_DROPOUT
-            self.head = nn.Sequential(nn.Linear(d, h1), nn.ReLU(), nn.Dropout(p1),
-                                      nn.Linear(h1, h2), nn.ReLU(), nn.Dropout(p2), nn.Linear(h2, n_classes))
+            self.head = MLP(d, MLP_HIDDEN, MLP_DROPOUT, n_classes)
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         return self.head(self.operator(xs))

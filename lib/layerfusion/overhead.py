@@ -13,14 +13,11 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
-import platform
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -62,42 +59,10 @@ class Measurement:
 
 
 def hardware() -> dict[str, Any]:
-    """Hardware tag for a measurement: ``layerfusion.results.hardware()`` when available, else a local summary."""
-    try:
-        from layerfusion.results import hardware as results_hardware
-    except ImportError:
-        return dict(_local_hardware())
+    """Hardware tag for a measurement (``layerfusion.results.hardware``, the same record every results file keeps)."""
+    from layerfusion.results import hardware as results_hardware
+
     return dict(results_hardware())
-
-
-@lru_cache(maxsize=1)
-def _local_hardware() -> tuple[tuple[str, Any], ...]:
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "memory_bytes": int(psutil.virtual_memory().total),
-        "python": platform.python_version(),
-    }
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-            info["gpu_memory_bytes"] = int(torch.cuda.get_device_properties(0).total_memory)
-    return tuple(info.items())
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _dtype_name(dtype: Any) -> str | None:

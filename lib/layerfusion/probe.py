@@ -531,7 +531,7 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
 
 # --------------------------------------------------------------------------------------------------- the MLP head
 
-class _MLP(nn.Module):
+class MLP(nn.Module):
     """d -> hidden... -> n_classes with ReLU and dropout after each hidden layer."""
 
     def __init__(self, d: int, hidden: Sequence[int], dropout: Sequence[float], n_classes: int) -> None:
@@ -628,7 +628,7 @@ class MLPHead(ClassifierMixin, BaseEstimator):
 
     def _train(self, X: np.ndarray, y: np.ndarray, evals: dict[str, tuple[np.ndarray, np.ndarray]],
                device: torch.device) -> None:
-        net = _MLP(X.shape[1], tuple(self.hidden), tuple(self.dropout), self.classes_.size).to(device)
+        net = MLP(X.shape[1], tuple(self.hidden), tuple(self.dropout), self.classes_.size).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay))
         Xt, yt = torch.from_numpy(X).to(device), torch.from_numpy(y).to(device)
         gen = torch.Generator().manual_seed(int(self.random_state))
