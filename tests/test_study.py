@@ -155,3 +155,31 @@ def test_cli_parser_and_errors(capsys):
     assert "smollm2-135m" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["report", "--chapter", "99_nothing", "--out-dir", "/tmp/unused"])
+
+
+def test_extract_all_loads_each_model_once_and_reads_the_cache_after(tmp_path, monkeypatch):
+    import dataclasses
+
+    from layerfusion import models, testing
+    from layerfusion.study import Study
+
+    keys = []
+    for arch in ("llama", "gpt2"):
+        spec = dataclasses.replace(testing.tiny_spec(tmp_path / arch, arch=arch), key=f"tiny-{arch}-study")
+        models.register(spec, overwrite=True)
+        keys.append(spec.key)
+    calls = []
+    real_load = models.load
+    monkeypatch.setattr(models, "load", lambda key, **kw: calls.append(key) or real_load(key, **kw))
+    cfg = StudyConfig.from_profile("ci", models=tuple(keys), datasets=("sst2", "mr"),
+                                   subsample={"sst2": {"train": 6, "validation": 4, "test": 4},
+                                              "mr": {"train": 6, "validation": 4, "test": 4}})
+    table = Study(cfg, cache_dir=str(tmp_path / "cache"), progress=False).extract_all()
+    assert calls == keys
+    assert list(zip(table["dataset"], table["model"]))[:2] == [("sst2", keys[0])] * 2
+    assert len(table) == 2 * 2 * 3
+    calls.clear()
+    again = Study(cfg, cache_dir=str(tmp_path / "cache"), progress=False).extract_all()
+    assert calls == []
+    pd.testing.assert_frame_equal(again.drop(columns=["extract_seconds"], errors="ignore"),
+                                  table.drop(columns=["extract_seconds"], errors="ignore"))

@@ -18,7 +18,7 @@ import hashlib
 import inspect
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -446,12 +446,12 @@ def _dataset_fingerprint(split_ds: Any, texts: list[str], labels: np.ndarray | N
 
 def embed(model: Any, dataset: Any, split: str | None = None, config: ExtractionConfig | None = None, *,
           dataset_name: str | None = None, cache_dir: str | Path | None = None, progress: bool = True,
-          loaded: Any = None) -> LayerEmbeddings:
+          loaded: Any = None, loader: Callable[[], Any] | None = None) -> LayerEmbeddings:
     """Pooled vectors of every kept layer for a dataset split, from the cache or extracted (only missing shards).
 
     ``model`` is a registry key, a ``ModelSpec`` or a ``LoadedModel``; ``dataset`` a ``datasets.Dataset`` (a
     ``DatasetDict`` with ``split``, or a list of texts). The model is loaded (``config.device``/``dtype``) only when a
-    shard is missing. A killed run resumes without recomputing finished shards; a corrupt shard is rebuilt with a
+    shard is missing, by ``loader`` when given (so a caller embedding many splits can load each model once). A killed run resumes without recomputing finished shards; a corrupt shard is rebuilt with a
     warning. Cache root: ``<cache_dir>/embeddings``.
     """
     from tqdm.auto import tqdm
@@ -481,7 +481,8 @@ def embed(model: Any, dataset: Any, split: str | None = None, config: Extraction
         missing = [i for i, arr in shards.items() if arr is None]
         if missing:
             if loaded is None:
-                loaded = models.load(spec, device=config.device, dtype=config.dtype, cache_dir=cache_dir)
+                loaded = (loader() if loader is not None
+                          else models.load(spec, device=config.device, dtype=config.dtype, cache_dir=cache_dir))
                 if loaded.fingerprint != fingerprint:
                     raise ValueError(f"model {spec.key!r}: loaded weights have fingerprint {loaded.fingerprint}, "
                                      f"expected {fingerprint}; clear {entry.path} and retry")

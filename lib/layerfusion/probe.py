@@ -133,7 +133,8 @@ def _load_chunk(X: np.ndarray, start: int, stop: int, device: torch.device, dtyp
         out = torch.from_numpy(np.array(part, dtype=np_dtype, order="C"))
     else:
         out = torch.from_numpy(np.ascontiguousarray(part)).to(device=device, dtype=dtype)
-    for i in range(out.shape[0]):
+    suspect = ~torch.isfinite(out.sum(dim=1)).all(dim=1)
+    for i in suspect.nonzero()[:, 0].tolist():
         if not torch.isfinite(out[i]).all():
             raise ValueError(f"{arg} contains NaN or inf in layer {start + i}; clean the features first")
     return out
@@ -172,14 +173,13 @@ def _logits(X: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(b, X, W.transpose(1, 2)).view(B, n, nC, K)
 
 
-def _loss(X: torch.Tensor, theta: torch.Tensor, target: torch.Tensor,
-          lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean log-loss + 0.5 * lam * ||W||^2 per problem (B, nC), and d(loss)/d(logits) * n (B, n, nC, K).
+def _objective(Z: torch.Tensor, target: torch.Tensor, lam: torch.Tensor,
+               w_sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean log-loss of logits ``Z`` (B, n, nC, K) + 0.5 * lam * ``w_sq`` per problem (B, nC), and
+    d(loss)/d(logits) * n (B, n, nC, K).
 
     Dividing sklearn's objective by n (lam = 1 / (C n)) leaves the minimiser unchanged and keeps values O(1).
     """
-    Z = _logits(X, theta)
-    d = X.shape[2]
     if Z.shape[3] == 1:
         z = Z[..., 0]
         t = target.to(z.dtype)[None, :, None]
@@ -191,8 +191,7 @@ def _loss(X: torch.Tensor, theta: torch.Tensor, target: torch.Tensor,
         point = -logp.gather(-1, index).squeeze(-1)
         G = logp.exp_()
         G.scatter_add_(-1, index, torch.full_like(index, -1, dtype=G.dtype))
-    f = point.mean(dim=1) + 0.5 * lam[None, :] * theta[..., :d].square().sum(dim=(2, 3))
-    return f, G
+    return point.mean(dim=1) + 0.5 * lam[None, :] * w_sq, G
 
 
 def _gradient(X: torch.Tensor, theta: torch.Tensor, G: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -204,15 +203,58 @@ def _gradient(X: torch.Tensor, theta: torch.Tensor, G: torch.Tensor, lam: torch.
     return torch.cat([gW, G.sum(dim=1).div_(n).unsqueeze(-1)], dim=-1)
 
 
+def _direction(g: torch.Tensor, S: list[torch.Tensor], Y: list[torch.Tensor], rho: list[torch.Tensor],
+               gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """L-BFGS two-loop recursion per problem: the search direction and its slope g.d (steepest descent if uphill)."""
+    q = g.clone()
+    alphas = []
+    for s, y, r in zip(reversed(S), reversed(Y), reversed(rho)):
+        a = r * _dot(s, q)
+        q.sub_(_bc(a) * y)
+        alphas.append(a)
+    q.mul_(_bc(gamma))
+    for s, y, r, a in zip(S, Y, rho, reversed(alphas)):
+        q.add_(_bc(a - r * _dot(y, q)) * s)
+    direction = q.neg_()
+    slope = _dot(g, direction)
+    uphill = slope >= 0
+    if uphill.any():
+        direction = torch.where(_bc(uphill), -g, direction)
+        slope = torch.where(uphill, -_dot(g, g), slope)
+    return direction, slope
+
+
+def _drop_layers(X: torch.Tensor, done: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Remove the ``done`` layers from X (B, n, d) in place: the kept layers that sit behind the new end move into
+    the holes the done ones leave in front of it, so only those are copied, never the whole chunk.
+
+    Returns the shortened view of X and the indices (into the old batch) of its layers, in order.
+    """
+    keep = ~done
+    k = int(keep.sum())
+    order = torch.arange(X.shape[0], device=X.device)
+    holes = done[:k].nonzero()[:, 0]
+    movers = keep[k:].nonzero()[:, 0] + k
+    if holes.numel():
+        X[holes] = X[movers]
+        order[holes] = movers
+    return X[:k], order[:k]
+
+
 def _fit_lbfgs(X: torch.Tensor, target: torch.Tensor, n_out: int, Cs: np.ndarray, max_iter: int,
                tol: float) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Fit every (layer, C) problem of one chunk: X (B, n, d) standardised, ``target`` (n,) class positions.
+    """Fit every (layer, C) problem of one chunk: X (B, n, d) standardised (overwritten), ``target`` (n,) class
+    positions.
 
     Returns parameters (B, nC, n_out, d+1) (last entry = intercept), iterations (B, nC) and a (B, nC) mask of the
     problems that stopped at ``max_iter``. A problem stops when the largest absolute gradient entry of the mean
     objective is <= ``tol``, when one iteration lowers the objective by less than ``tol`` relative to its value
     (as scipy's ``ftol``), or when its line search cannot lower the objective any more (float precision reached).
-    Layers whose problems have all stopped are dropped from the batch, so the rest iterate on less data.
+
+    Each iteration reads X twice: once for the logits of the search direction (logits are linear in the
+    parameters, so every backtracking step of the line search is computed from them without touching X) and once
+    for the gradient. Finished layers are dropped from the batch (in place) once they make up a quarter of it, so
+    the rest iterate on less data.
     """
     B, n, d = X.shape
     nC = len(Cs)
@@ -222,7 +264,9 @@ def _fit_lbfgs(X: torch.Tensor, target: torch.Tensor, n_out: int, Cs: np.ndarray
     n_iter = np.zeros((B, nC), dtype=np.int64)
     unfinished = np.zeros((B, nC), dtype=bool)
     ids = torch.arange(B, device=X.device)
-    f, G = _loss(X, theta, target, lam)
+    Z = torch.zeros(B, n, nC, n_out, dtype=X.dtype, device=X.device)
+    w_sq = torch.zeros(B, nC, dtype=X.dtype, device=X.device)
+    f, G = _objective(Z, target, lam, w_sq)
     g = _gradient(X, theta, G, lam)
     active = g.abs().amax(dim=(2, 3)) > tol
     S: list[torch.Tensor] = []
@@ -231,37 +275,31 @@ def _fit_lbfgs(X: torch.Tensor, target: torch.Tensor, n_out: int, Cs: np.ndarray
     gamma = torch.ones(B, nC, dtype=X.dtype, device=X.device)
     for _ in range(max_iter):
         done = ~active.any(dim=1)
-        if done.any():
+        n_done = int(done.sum())
+        if n_done == done.shape[0]:
+            break
+        if n_done and 4 * n_done >= done.shape[0]:
             out[ids[done]] = theta[done]
-            keep = ~done
-            if not keep.any():
-                break
-            X, theta, f, G, g, active, gamma, ids = (a[keep] for a in (X, theta, f, G, g, active, gamma, ids))
-            S, Y, rho = [s[keep] for s in S], [y[keep] for y in Y], [r[keep] for r in rho]
-        q = g.clone()
-        alphas = []
-        for s, y, r in zip(reversed(S), reversed(Y), reversed(rho)):
-            a = r * _dot(s, q)
-            q.sub_(_bc(a) * y)
-            alphas.append(a)
-        q.mul_(_bc(gamma))
-        for s, y, r, a in zip(S, Y, rho, reversed(alphas)):
-            q.add_(_bc(a - r * _dot(y, q)) * s)
-        direction = q.neg_()
-        slope = _dot(g, direction)
-        uphill = slope >= 0
-        if uphill.any():
-            direction = torch.where(_bc(uphill), -g, direction)
-            slope = torch.where(uphill, -_dot(g, g), slope)
+            X, order = _drop_layers(X, done)
+            theta, Z, w_sq, f, G, g, active, gamma, ids = (
+                a[order] for a in (theta, Z, w_sq, f, G, g, active, gamma, ids))
+            S, Y, rho = [s[order] for s in S], [y[order] for y in Y], [r[order] for r in rho]
+        direction, slope = _direction(g, S, Y, rho, gamma)
+        ZD = _logits(X, direction)
+        W, DW = theta[..., :d], direction[..., :d]
+        wd, dd = _dot(W, DW), _dot(DW, DW)
         step = torch.ones_like(f) if S else torch.clamp(1.0 / _dot(g, g).sqrt(), max=1.0)
         step = torch.where(active, step, torch.zeros_like(step))
         accepted = ~active
-        f_new, G_new = f.clone(), G.clone()
+        f_new, G_new, Z_new = f.clone(), G.clone(), Z.clone()
         for _ in range(_MAX_BACKTRACK):
-            f_try, G_try = _loss(X, theta + _bc(step) * direction, target, lam)
+            Z_try = torch.addcmul(Z, step[:, None, :, None], ZD)
+            f_try, G_try = _objective(Z_try, target, lam, w_sq + step * (2 * wd + step * dd))
             ok = ~accepted & torch.isfinite(f_try) & (f_try <= f + _ARMIJO * step * slope)
+            pick = ok[:, None, :, None]
             f_new = torch.where(ok, f_try, f_new)
-            G_new = torch.where(ok[:, None, :, None], G_try, G_new)
+            G_new = torch.where(pick, G_try, G_new)
+            Z_new = torch.where(pick, Z_try, Z_new)
             accepted |= ok
             if accepted.all():
                 break
@@ -270,6 +308,7 @@ def _fit_lbfgs(X: torch.Tensor, target: torch.Tensor, n_out: int, Cs: np.ndarray
         step = torch.where(stalled, torch.zeros_like(step), step)
         s = _bc(step) * direction
         theta = theta + s
+        w_sq = w_sq + step * (2 * wd + step * dd)
         g_new = _gradient(X, theta, G_new, lam)
         y = g_new - g
         sy, yy = _dot(s, y), _dot(y, y)
@@ -284,7 +323,7 @@ def _fit_lbfgs(X: torch.Tensor, target: torch.Tensor, n_out: int, Cs: np.ndarray
         scale = torch.maximum(torch.maximum(f.abs(), f_new.abs()), torch.ones_like(f))
         converged = (g_new.abs().amax(dim=(2, 3)) <= tol) | ((f - f_new) <= tol * scale) | stalled
         active = active & ~converged
-        f, G, g = f_new, G_new, g_new
+        f, G, g, Z = f_new, G_new, g_new, Z_new
     else:
         unfinished[ids.cpu().numpy()] = active.cpu().numpy()
     out[ids] = theta

@@ -6,6 +6,7 @@ Every chapter starts from a ``StudyConfig`` (a profile from ``params/<name>.yaml
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from layerfusion import data as data_mod
-from layerfusion import extract, profiles
+from layerfusion import extract, models, profiles
 
 SPLITS = ("train", "validation", "test")
 
@@ -78,7 +79,21 @@ class Study:
         self.progress = progress
         self._data: dict[str, Any] = {}
         self._features: dict[tuple[str, str, str], Any] = {}
+        self._loaded: tuple[str, Any] | None = None
         self.timings: list[dict[str, Any]] = []
+
+    def _model(self, model: str) -> Any:
+        """The loaded model ``model``, loaded once and kept until another model is asked for (one in memory)."""
+        if self._loaded is None or self._loaded[0] != model:
+            self.release_model()
+            cfg = self.config
+            self._loaded = (model, models.load(model, device=cfg.device, dtype=cfg.dtype, cache_dir=self.cache_dir))
+        return self._loaded[1]
+
+    def release_model(self) -> None:
+        """Drop the model kept for extraction (its memory is freed once nothing else holds it)."""
+        self._loaded = None
+        gc.collect()
 
     def data(self, dataset: str):
         """The profile's ``DatasetDict`` for ``dataset`` (validation carved from train, subsampled, seeded)."""
@@ -111,6 +126,7 @@ class Study:
                 config=self.config.extraction_config(dataset),
                 cache_dir=self.cache_dir,
                 progress=self.progress,
+                loader=lambda: self._model(model),
             )
             self.timings.append({"model": model, "dataset": dataset, "split": split,
                                  "seconds_in_call": time.perf_counter() - start})
@@ -122,14 +138,20 @@ class Study:
         return self.features(model, dataset, split).layer(pooling, layer)
 
     def extract_all(self) -> pd.DataFrame:
-        """Extract (or read from cache) every model x dataset x split of the profile; one summary row each."""
-        rows = []
-        for dataset in self.config.datasets:
-            for model in self.config.models:
+        """Extract (or read from cache) every model x dataset x split of the profile; one summary row each.
+
+        Model by model, so each model is loaded at most once and only one is in memory.
+        """
+        rows = {}
+        for model in self.config.models:
+            for dataset in self.config.datasets:
                 for split in SPLITS:
                     emb = self.features(model, dataset, split)
-                    rows.append({"model": model, "dataset": dataset, "split": split, **emb.summary()})
-        return pd.DataFrame(rows)
+                    rows[model, dataset, split] = {"model": model, "dataset": dataset, "split": split,
+                                                   **emb.summary()}
+            self.release_model()
+        return pd.DataFrame([rows[m, d, s] for d in self.config.datasets for m in self.config.models
+                             for s in SPLITS])
 
     def norms(self, pooling: str = "mean") -> pd.DataFrame:
         """Mean vector norm per layer (train split) for every model x dataset, with relative depth."""
