@@ -1,26 +1,32 @@
 """Probe fitting speed: all layers at once (``LayerwiseProbe``) against scikit-learn on a few layers, one run.
 
 ``python -m benchmarks.probing [--n-train 2000 --n-val 500 --layers 31 --dim 576 --classes 2 --sklearn-layers 3]``
+``python -m benchmarks.probing --features default:smollm2-135m:sst2 [--features default:gemma3-270m:r52 ...]``
 
-The default problem has the shape of SmolLM2-135M on SST-2 (30 blocks + the embedding layer, d = 576, two classes)
-and is synthetic: a shared low-rank latent with a class signal whose strength varies with depth, anisotropic noise,
-stored as float16 like the extraction cache. ``LayerwiseProbe`` fits every layer for the whole C grid and picks C per
-layer on validation; the baseline fits ``StandardScaler`` + ``LogisticRegression(solver="lbfgs")`` for the same grid
-on only ``--sklearn-layers`` layers and scores validation the same way. Both run in this process one after the
-other, so their ratio is what to read (absolute times move with the load on a shared machine). The printed
+The synthetic problem has the shape of SmolLM2-135M on SST-2 (30 blocks + the embedding layer, d = 576, two
+classes): a shared low-rank latent with a class signal whose strength varies with depth, anisotropic noise, stored
+as float16 like the extraction cache. ``--features PROFILE:MODEL:DATASET`` instead reads the real masked-mean
+features of one model x dataset from the extraction cache (extracting them first if they are missing), train and
+validation splits of that profile. ``LayerwiseProbe`` fits every layer for the whole C grid and picks C per layer on
+validation; the baseline fits ``StandardScaler`` + ``LogisticRegression(solver="lbfgs")`` for the same grid, the
+same ``tol`` and ``max_iter`` on only ``--sklearn-layers`` layers (first, middle, last) and scores validation the
+same way. Both run in this process one after the other, so their ratio is what to read (absolute times move with the
+load on a shared machine). Each fit is run ``--repeats`` times and the fastest is kept for both. The printed
 "speedup" is sklearn's time on its few layers divided by ours on all layers: above 1 means fitting every layer
-batched costs less than fitting a handful one by one. Peak RSS growth is the rise of the process's peak resident
-memory during our fit, beside the size of the float32 copy of the whole training stack it avoids.
+batched costs less than fitting a handful one by one. Peak memory is the largest resident set sampled every 5 ms
+during our fit, above the resident set just before it (lowest over the repeats, so the first call's one-time
+allocator and thread-pool growth is left out), beside the size of the float32 copy of the training stack.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import resource
-import sys
+import os
+import threading
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -49,14 +55,53 @@ def synthetic_stack(n: int, layers: int, dim: int, classes: int, seed: int = 0,
     return out, y
 
 
-def _peak_rss_mib() -> float:
-    """Peak resident set size of this process so far, MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+def _rss_mib() -> float:
+    """Resident set size of this process now, MiB (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
+
+
+def peak_rss_growth(fn: Callable[[], Any], every: float = 0.005) -> tuple[Any, float]:
+    """Run ``fn``; return its value and the peak resident set above the one before it (MiB), sampled ``every`` s."""
+    gc.collect()
+    base = _rss_mib()
+    peak = [base]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_mib())
+            stop.wait(every)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        value = fn()
+    finally:
+        stop.set()
+        thread.join()
+    return value, max(peak[0], _rss_mib()) - base
+
+
+def cached_features(spec: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train and validation masked-mean stacks and labels of ``PROFILE:MODEL:DATASET`` from the extraction cache."""
+    from layerfusion.study import Study, StudyConfig
+
+    try:
+        profile, model, dataset = spec.split(":")
+    except ValueError:
+        raise ValueError(f"--features takes PROFILE:MODEL:DATASET, got {spec!r}") from None
+    study = Study(StudyConfig.from_profile(profile), progress=False)
+    train, val = study.features(model, dataset, "train"), study.features(model, dataset, "validation")
+    return (train.vectors["mean"], study.labels(dataset, "train"), val.vectors["mean"],
+            study.labels(dataset, "validation"))
 
 
 def sklearn_layers(X_tr: np.ndarray, y_tr: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-                   layers: list[int], Cs: tuple[float, ...], max_iter: int) -> np.ndarray:
+                   layers: list[int], Cs: tuple[float, ...], max_iter: int, tol: float = 1e-4) -> np.ndarray:
     """Validation accuracy per (layer, C) with StandardScaler + LogisticRegression(lbfgs), one fit at a time."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -69,54 +114,74 @@ def sklearn_layers(X_tr: np.ndarray, y_tr: np.ndarray, X_val: np.ndarray, y_val:
         for j, C in enumerate(Cs):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                clf = LogisticRegression(C=C, max_iter=max_iter).fit(A, y_tr)
+                clf = LogisticRegression(C=C, max_iter=max_iter, tol=tol).fit(A, y_tr)
             scores[i, j] = clf.score(V, y_val)
     return scores
 
 
-def run(n_train: int = 2000, n_val: int = 500, layers: int = 31, dim: int = 576, classes: int = 2,
-        n_sklearn: int = 3, max_iter: int = 200, device: str = "cpu", seed: int = 0) -> dict[str, Any]:
-    """Time both fits on one synthetic problem; return the numbers (times in seconds, memory in MiB)."""
-    X, y = synthetic_stack(n_train + n_val, layers, dim, classes, seed=seed)
-    X_tr, X_val, y_tr, y_val = X[:n_train], X[n_train:], y[:n_train], y[n_train:]
-    del X
-    gc.collect()
-    rss_before = _peak_rss_mib()
-    start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        est = probe.LayerwiseProbe(Cs=CS, max_iter=max_iter, device=device, random_state=seed)
-        est.fit(X_tr, y_tr, X_val, y_val)
-    ours = time.perf_counter() - start
-    rss_growth = _peak_rss_mib() - rss_before
+def compare(X_tr: np.ndarray, y_tr: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *, name: str,
+            Cs: tuple[float, ...] = CS, n_sklearn: int = 3, max_iter: int = 200, tol: float = 1e-4,
+            device: str = "cpu", repeats: int = 3, seed: int = 0) -> dict[str, Any]:
+    """Time both fits on one problem, fastest of ``repeats`` each; return the numbers (seconds, MiB)."""
+    n, layers, dim = X_tr.shape
     picked = [round(x * (layers - 1)) for x in np.linspace(0.0, 1.0, n_sklearn)]
-    start = time.perf_counter()
-    theirs_scores = sklearn_layers(X_tr, y_tr, X_val, y_val, picked, CS, max_iter)
-    theirs = time.perf_counter() - start
-    ours_scores = est.val_scores_per_C_[picked]
+    theirs, theirs_scores = np.inf, None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        theirs_scores = sklearn_layers(X_tr, y_tr, X_val, y_val, picked, Cs, max_iter, tol)
+        theirs = min(theirs, time.perf_counter() - start)
+
+    def fit() -> tuple[probe.LayerwiseProbe, int, float]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            start = time.perf_counter()
+            est = probe.LayerwiseProbe(Cs=Cs, max_iter=max_iter, tol=tol, device=device, random_state=seed)
+            est.fit(X_tr, y_tr, X_val, y_val)
+            seconds = time.perf_counter() - start
+        return est, sum(1 for w in caught if "max_iter" in str(w.message)), seconds
+
+    ours, rss_growth = np.inf, np.inf
+    for _ in range(repeats):
+        (est, not_converged, seconds), growth = peak_rss_growth(fit)
+        ours, rss_growth = min(ours, seconds), min(rss_growth, growth)
     return {
-        "problem": f"n={n_train}+{n_val}, L={layers}, d={dim}, classes={classes}, {len(CS)} Cs",
+        "problem": name, "shape": f"n={n}+{X_val.shape[0]}, L={layers}, d={dim}, classes={np.unique(y_tr).size}, "
+                                  f"{len(Cs)} Cs, tol={tol:g}",
         "ours_layers": layers, "ours_s": ours, "sklearn_layers": n_sklearn, "sklearn_s": theirs,
         "speedup": theirs / ours, "per_layer_speedup": (theirs / n_sklearn) / (ours / layers),
         "ours_iters_median": float(np.median(est.n_iter_)), "ours_iters_max": int(est.n_iter_.max()),
-        "not_converged": sum(1 for w in caught if "max_iter" in str(w.message)),
-        "val_acc_max_abs_diff": float(np.abs(ours_scores - theirs_scores).max()),
+        "not_converged": not_converged,
+        "val_acc_max_abs_diff": float(np.abs(est.val_scores_per_C_[picked] - theirs_scores).max()),
         "peak_rss_growth_mib": rss_growth,
-        "float32_train_stack_mib": n_train * layers * dim * 4 / 2**20,
-        "best_layer": int(np.argmax(est.val_scores_)), "best_val_accuracy": float(est.val_scores_.max()),
+        "float32_train_stack_mib": n * layers * dim * 4 / 2**20,
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse arguments, run, print a short report; return the numbers (the runner reads "speedup")."""
+def run(n_train: int = 2000, n_val: int = 500, layers: int = 31, dim: int = 576, classes: int = 2,
+        n_sklearn: int = 3, max_iter: int = 200, tol: float = 1e-4, device: str = "cpu", seed: int = 0,
+        repeats: int = 3) -> dict[str, Any]:
+    """The synthetic problem: time both fits; return the numbers (times in seconds, memory in MiB)."""
+    X, y = synthetic_stack(n_train + n_val, layers, dim, classes, seed=seed)
+    X_tr, X_val, y_tr, y_val = X[:n_train], X[n_train:], y[:n_train], y[n_train:]
+    del X
+    return compare(X_tr, y_tr, X_val, y_val, name="synthetic", n_sklearn=n_sklearn, max_iter=max_iter, tol=tol,
+                   device=device, repeats=repeats, seed=seed)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Parse arguments, run, print a table; return one row per problem (the runner reads "speedup")."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.probing", description=__doc__.splitlines()[0])
     parser.add_argument("--n-train", type=int, default=2000)
     parser.add_argument("--n-val", type=int, default=500)
     parser.add_argument("--layers", type=int, default=31)
     parser.add_argument("--dim", type=int, default=576)
     parser.add_argument("--classes", type=int, default=2)
+    parser.add_argument("--features", action="append", default=[], metavar="PROFILE:MODEL:DATASET",
+                        help="real cached features instead of the synthetic problem (repeatable)")
     parser.add_argument("--sklearn-layers", type=int, default=3)
     parser.add_argument("--max-iter", type=int, default=200)
+    parser.add_argument("--tol", type=float, default=1e-4, help="stopping tolerance for both (sklearn's default)")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None,
@@ -128,18 +193,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)
-    res = run(args.n_train, args.n_val, args.layers, args.dim, args.classes, args.sklearn_layers, args.max_iter,
-              args.device, args.seed)
-    print(f"problem: {res['problem']}")
-    print(f"LayerwiseProbe, all {res['ours_layers']} layers: {res['ours_s']:.2f} s "
-          f"(iterations median {res['ours_iters_median']:.0f}, max {res['ours_iters_max']})")
-    print(f"sklearn lbfgs, {res['sklearn_layers']} layers: {res['sklearn_s']:.2f} s")
-    print(f"speedup (sklearn on {res['sklearn_layers']} layers / ours on {res['ours_layers']}): {res['speedup']:.2f}")
-    print(f"per-layer speedup: {res['per_layer_speedup']:.1f}")
-    print(f"validation accuracy, largest |ours - sklearn| over the shared (layer, C): {res['val_acc_max_abs_diff']:.4f}")
-    print(f"peak RSS growth during our fit: {res['peak_rss_growth_mib']:.0f} MiB "
-          f"(float32 copy of the whole train stack would be {res['float32_train_stack_mib']:.0f} MiB)")
-    return res
+    common = dict(n_sklearn=args.sklearn_layers, max_iter=args.max_iter, tol=args.tol, device=args.device,
+                  repeats=args.repeats, seed=args.seed)
+    if args.features:
+        rows = [compare(*cached_features(spec), name=spec, **common) for spec in args.features]
+    else:
+        rows = [run(args.n_train, args.n_val, args.layers, args.dim, args.classes, **common)]
+    print("| problem | shape | ours: all layers (s) | sklearn: layers (s) | speedup | per-layer speedup | "
+          "iterations median/max | max abs val-acc diff | peak RSS growth (MiB) | f32 train stack (MiB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['problem']} | {r['shape']} | {r['ours_s']:.3f} ({r['ours_layers']}) | "
+              f"{r['sklearn_s']:.3f} ({r['sklearn_layers']}) | {r['speedup']:.2f} | {r['per_layer_speedup']:.1f} | "
+              f"{r['ours_iters_median']:.0f}/{r['ours_iters_max']} | {r['val_acc_max_abs_diff']:.4f} | "
+              f"{r['peak_rss_growth_mib']:.0f} | {r['float32_train_stack_mib']:.0f} |")
+    return rows
 
 
 if __name__ == "__main__":

@@ -235,9 +235,9 @@ def _drop_layers(X: torch.Tensor, done: torch.Tensor) -> tuple[torch.Tensor, tor
     order = torch.arange(X.shape[0], device=X.device)
     holes = done[:k].nonzero()[:, 0]
     movers = keep[k:].nonzero()[:, 0] + k
-    if holes.numel():
-        X[holes] = X[movers]
-        order[holes] = movers
+    for hole, mover in zip(holes.tolist(), movers.tolist()):
+        X[hole].copy_(X[mover])
+        order[hole] = mover
     return X[:k], order[:k]
 
 
