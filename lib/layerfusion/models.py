@@ -343,7 +343,7 @@ def _convert_gguf_spec(spec: ModelSpec, cache_dir: str | Path | None) -> Path:
     return build_atomically(converted_dir(spec, cache_dir), build, fingerprint=expected, meta=meta)
 
 
-def _weights_dir(spec: ModelSpec, cache_dir: str | Path | None) -> tuple[str, str]:
+def weights_location(spec: ModelSpec, cache_dir: str | Path | None) -> tuple[str, str]:
     """Return (from_pretrained target, fingerprint) for the spec's source, converting GGUF weights if needed."""
     if spec.source == "local":
         path = Path(spec.path or "")
@@ -395,7 +395,7 @@ def load(
     spec = get_spec(key_or_spec)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    target, fingerprint = _weights_dir(spec, cache_dir)
+    target, fingerprint = weights_location(spec, cache_dir)
     kwargs: dict[str, Any] = {"trust_remote_code": bool(trust_remote_code)}
     if spec.source == "hub" and spec.revision:
         kwargs["revision"] = spec.revision

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -100,21 +102,48 @@ def pooling_comparison(summary: pd.DataFrame):
     return fig
 
 
+def _short(models: Any) -> str:
+    """``["smollm2-135m", "gemma3-270m"]`` -> ``"smollm2+gemma3"``."""
+    return "+".join(m.split("-")[0] for m in models)
+
+
 def fusion_gains(comparisons: pd.DataFrame):
-    """Gain of each fusion over the validation-best single model (mean over seeds, ± std), per dataset/operator."""
+    """Gain of each fusion over the validation-best single model, per dataset: model combinations x operators.
+
+    Each cell is the mean test-accuracy gain over seeds in points (diverging colours, one scale for all panels,
+    saturating at ±10 points so that small gains stay visible beside large losses);
+    ``*`` marks a Holm-corrected McNemar p < 0.05 against that single model; blank cells were not run.
+    """
     datasets = list(dict.fromkeys(comparisons["dataset"]))
-    fig, axes = _panels(len(datasets), ncols=2, height=3.4)
+    table = comparisons.assign(combo=comparisons["models"].map(_short), points=comparisons["gain"] * 100)
+    operators = list(dict.fromkeys(table["operator"]))
+    combos = list(dict.fromkeys(table.sort_values(["k", "combo"])["combo"]))
+    largest = float(np.nanmax(np.abs(table["points"])))
+    limit = min(max(largest, 1.0), 10.0)
+    ncols = min(2, len(datasets))
+    nrows = int(np.ceil(len(datasets) / ncols))
+    fig, grid_axes = plt.subplots(nrows, ncols, figsize=(6.2 * ncols, (0.3 * len(combos) + 1.3) * nrows),
+                                  squeeze=False, constrained_layout=True)
+    for ax in grid_axes.flat[len(datasets):]:
+        ax.set_visible(False)
+    axes = list(grid_axes.flat[:len(datasets)])
     for ax, dataset in zip(axes, datasets):
-        df = comparisons[comparisons["dataset"] == dataset].copy()
-        df["label"] = df["models"].map(lambda m: "+".join(x.split("-")[0] for x in m)) + " · " + df["operator"]
-        df = df.sort_values("gain")
-        colors = ["tab:green" if (g > 0 and p < 0.05) else "tab:red" if (g < 0 and p < 0.05) else "tab:gray"
-                  for g, p in zip(df["gain"], df["p_holm"])]
-        ax.barh(df["label"], df["gain"] * 100, xerr=df["test_std"].fillna(0) * 100, color=colors, capsize=1.5)
-        ax.axvline(0, color="black", lw=0.8)
-        ax.tick_params(axis="y", labelsize=6)
+        df = table[table["dataset"] == dataset]
+        grid = df.pivot_table(index="combo", columns="operator", values="points").reindex(index=combos,
+                                                                                      columns=operators)
+        sig = df.pivot_table(index="combo", columns="operator", values="p_holm").reindex(index=combos,
+                                                                                     columns=operators)
+        image = ax.imshow(grid.to_numpy(dtype=float), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+            if np.isfinite(value):
+                star = "*" if sig.iat[i, j] < 0.05 else ""
+                ax.text(j, i, f"{value:+.1f}{star}", ha="center", va="center", fontsize=7,
+                        color="white" if abs(value) > 0.6 * limit else "black")
+        ax.set_xticks(range(len(operators)), operators, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(len(combos)), combos, fontsize=7)
         ax.set_title(f"{dataset}: vs best single ({df['best_single'].iloc[0]})", fontsize=9)
-        ax.set_xlabel("test accuracy gain (points)")
+    saturated = " (colours saturate at ±10)" if largest > limit else ""
+    fig.colorbar(image, ax=axes, shrink=0.5, label=f"test accuracy gain (points){saturated}; * Holm p < 0.05")
     return fig
 
 
