@@ -233,3 +233,24 @@ def test_real_r52_keeps_rare_classes_and_subsamples():
     full = data.load("r52")
     assert len(full["train"]) + len(full["validation"]) == 6_532 and len(full["test"]) == 2_568
     assert data.class_counts(full).loc["train", "platinum"] == 1
+
+
+def test_export_from_hub_writes_loadable_files_from_a_stubbed_hub(tmp_path, monkeypatch):
+    import datasets
+
+    def fake_load_dataset(path, name=None):
+        assert (path, name) == ("nyu-mll/glue", "sst2")
+        make = lambda n, off: Dataset.from_dict({"sentence": [f"text {off + i}" for i in range(n)],  # noqa: E731
+                                                 "label": [i % 2 for i in range(n)]})
+        return datasets.DatasetDict({"train": make(20, 0), "validation": make(6, 100), "test": make(4, 200)})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    folder = data.export_from_hub("sst2", tmp_path)
+    assert folder == tmp_path / "sst2"
+    with pytest.warns(UserWarning):
+        dd = data.load("sst2", tmp_path, verify=False, validation_size=4)
+    assert (len(dd["train"]), len(dd["validation"]), len(dd["test"])) == (16, 4, 6)
+    assert data.label_names(dd) == ["negative", "positive"]
+    assert sorted(dd["test"]["text"])[0] == "text 100"
+    with pytest.raises(NotImplementedError, match="no canonical Hugging Face copy"):
+        data.export_from_hub("r8", tmp_path)
