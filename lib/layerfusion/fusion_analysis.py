@@ -10,7 +10,7 @@ chapter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
@@ -20,13 +20,14 @@ from scipy.stats import spearmanr
 
 from layerfusion import diagnostics, fusion, probe, select, stats
 from layerfusion.layer_analysis import probe_settings
+from layerfusion.results import TableSet
 from layerfusion.study import Study
 
 SPLITS = ("train", "validation", "test")
 
 
 @dataclass
-class FusionAnalysis:
+class FusionAnalysis(TableSet):
     """Tables produced by ``analyse_fusion``."""
 
     runs: pd.DataFrame
@@ -35,10 +36,6 @@ class FusionAnalysis:
     complementarity: pd.DataFrame
     stability: pd.DataFrame
     greedy: pd.DataFrame
-
-    def tables(self) -> dict[str, pd.DataFrame]:
-        """name -> table, for writing to the results store."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def best_layers(summary: pd.DataFrame, dataset: str, pooling: str = "mean") -> dict[str, int]:

@@ -8,7 +8,7 @@ a greedy multi-layer combination, the authors' max-over-test protocol, and datas
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from layerfusion import diagnostics, probe, select, stats
+from layerfusion.results import TableSet
 from layerfusion.study import Study
 
 
@@ -23,7 +24,7 @@ TFIDF_CS = (0.1, 1.0, 10.0, 100.0)
 
 
 @dataclass
-class LayerAnalysis:
+class LayerAnalysis(TableSet):
     """Tables produced by ``analyse_layers`` (each a DataFrame of plain values)."""
 
     per_layer: pd.DataFrame
@@ -32,10 +33,6 @@ class LayerAnalysis:
     greedy: pd.DataFrame
     authors: pd.DataFrame
     baselines: pd.DataFrame
-
-    def tables(self) -> dict[str, pd.DataFrame]:
-        """name -> table, for writing to the results store."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def probe_settings(cfg: Any) -> dict[str, Any]:

@@ -32,6 +32,14 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SAVE_RE = re.compile(r"""save\(\s*(f?)(['"])(.+?)\2""")
 
 
+class TableSet:
+    """Mixin for the dataclasses of analysis tables: ``tables()`` lists them by field name for the results store."""
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """name -> table, for writing to the results store."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
