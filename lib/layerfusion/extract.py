@@ -451,8 +451,9 @@ def embed(model: Any, dataset: Any, split: str | None = None, config: Extraction
 
     ``model`` is a registry key, a ``ModelSpec`` or a ``LoadedModel``; ``dataset`` a ``datasets.Dataset`` (a
     ``DatasetDict`` with ``split``, or a list of texts). The model is loaded (``config.device``/``dtype``) only when a
-    shard is missing, by ``loader`` when given (so a caller embedding many splits can load each model once). A killed run resumes without recomputing finished shards; a corrupt shard is rebuilt with a
-    warning. Cache root: ``<cache_dir>/embeddings``.
+    shard is missing, by ``loader`` when given (so a caller embedding many splits can load each model once). A killed
+    run resumes without recomputing finished shards; a corrupt shard is rebuilt with a warning. Cache root:
+    ``<cache_dir>/embeddings``.
     """
     from tqdm.auto import tqdm
 

@@ -98,6 +98,12 @@ def register(spec: ModelSpec, *, overwrite: bool = False) -> ModelSpec:
     return spec
 
 
+def combo_label(keys: Any) -> str:
+    """Short name of a model combination for tables and figures: ``["smollm2-135m", "gemma3-270m"]`` ->
+    ``"smollm2+gemma3"`` (each key up to its first dash)."""
+    return "+".join(str(key).split("-")[0] for key in keys)
+
+
 def get_spec(key: str | ModelSpec) -> ModelSpec:
     """Look up a spec by key; unknown keys raise ``KeyError`` naming the known ones."""
     if isinstance(key, ModelSpec):

@@ -126,7 +126,7 @@ def accuracy_vs_cost(comparisons: pd.DataFrame, runs: pd.DataFrame, deploy: pd.D
     fused = fused.rename(columns={"test_mean": "test_accuracy"})
     rows = pd.concat([singles, fused], ignore_index=True)
     rows["cost"] = [sum(cost[(m, d)] for m in combo) for combo, d in zip(rows["combo"], rows["dataset"])]
-    rows["label"] = rows["combo"].map(lambda c: "+".join(m.split("-")[0] for m in c)) + " " + rows["operator"]
+    rows["label"] = rows["combo"].map(models.combo_label) + " " + rows["operator"]
     rows["k"] = rows["combo"].map(len)
     rows["models"] = rows.pop("combo").map(list)
     return rows.rename(columns={"test_accuracy": "accuracy"})

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
+from layerfusion.models import combo_label
 
 FIGSIZE_PANEL = 3.4
 
@@ -102,11 +102,6 @@ def pooling_comparison(summary: pd.DataFrame):
     return fig
 
 
-def _short(models: Any) -> str:
-    """``["smollm2-135m", "gemma3-270m"]`` -> ``"smollm2+gemma3"``."""
-    return "+".join(m.split("-")[0] for m in models)
-
-
 def fusion_gains(comparisons: pd.DataFrame):
     """Gain of each fusion over the validation-best single model, per dataset: model combinations x operators.
 
@@ -115,7 +110,7 @@ def fusion_gains(comparisons: pd.DataFrame):
     ``*`` marks a Holm-corrected McNemar p < 0.05 against that single model; blank cells were not run.
     """
     datasets = list(dict.fromkeys(comparisons["dataset"]))
-    table = comparisons.assign(combo=comparisons["models"].map(_short), points=comparisons["gain"] * 100)
+    table = comparisons.assign(combo=comparisons["models"].map(combo_label), points=comparisons["gain"] * 100)
     operators = list(dict.fromkeys(table["operator"]))
     combos = list(dict.fromkeys(table.sort_values(["k", "combo"])["combo"]))
     largest = float(np.nanmax(np.abs(table["points"])))

@@ -291,7 +291,7 @@ def _fit_lbfgs(X: torch.Tensor, target: torch.Tensor, n_out: int, Cs: np.ndarray
         step = torch.ones_like(f) if S else torch.clamp(1.0 / _dot(g, g).sqrt(), max=1.0)
         step = torch.where(active, step, torch.zeros_like(step))
         accepted = ~active
-        f_new, G_new, Z_new = f.clone(), G.clone(), Z.clone()
+        f_new, G_new, Z_new = f, G, Z
         for _ in range(_MAX_BACKTRACK):
             Z_try = torch.addcmul(Z, step[:, None, :, None], ZD)
             f_try, G_try = _objective(Z_try, target, lam, w_sq + step * (2 * wd + step * dd))
