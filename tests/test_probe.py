@@ -3,6 +3,8 @@ checks, chunking), the single-matrix LogisticProbe and the authors' MLP head."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -97,6 +99,22 @@ def test_layerwise_float16_chunks_and_determinism(fitted):
     again = probe.LayerwiseProbe(Cs=(0.01, 0.1, 1.0), max_iter=300, layer_chunk=1).fit(half[0], ytr, half[1], yva)
     np.testing.assert_array_equal(a.coef_, again.coef_)
     assert np.mean(a.predict(half[2]) == est.predict(Xte)) >= 0.98
+
+
+def test_layerwise_reads_read_only_and_foreign_byte_order_alike(fitted):
+    """Cache memmaps are read-only float16 and other sources may be big-endian: same fit, no warning."""
+    _, (Xtr, ytr), (Xva, yva), _ = fitted
+    half, half_val = Xtr.astype(np.float16), Xva.astype(np.float16)
+    ref = probe.LayerwiseProbe(Cs=(0.1, 1.0)).fit(half, ytr, half_val, yva)
+    frozen, frozen_val = half.copy(), half_val.copy()
+    frozen.flags.writeable = frozen_val.flags.writeable = False
+    big = half.astype(half.dtype.newbyteorder(">")), half_val.astype(half.dtype.newbyteorder(">"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for X, V in ((frozen, frozen_val), big):
+            est = probe.LayerwiseProbe(Cs=(0.1, 1.0)).fit(X, ytr, V, yva)
+            np.testing.assert_array_equal(est.coef_, ref.coef_)
+            np.testing.assert_array_equal(est.mean_, ref.mean_)
 
 
 def test_layerwise_separable_reaches_100_percent():

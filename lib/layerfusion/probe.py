@@ -44,6 +44,7 @@ _HISTORY = 10
 _ARMIJO = 1e-4
 _MAX_BACKTRACK = 30
 _PREDICT_BATCH = 4096
+_TORCH_READABLE = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
 # ----------------------------------------------------------------------------------------------------------- checks
@@ -126,9 +127,18 @@ def _layer_chunk(X: np.ndarray, layer_chunk: int | None, itemsize: int) -> int:
 
 def _load_chunk(X: np.ndarray, start: int, stop: int, device: torch.device, dtype: torch.dtype,
                 arg: str) -> torch.Tensor:
-    """Layers ``start:stop`` of ``X`` (n, L, d) as a (layers, n, d) tensor in ``dtype`` on ``device``: one copy."""
+    """Layers ``start:stop`` of ``X`` (n, L, d) as a (layers, n, d) tensor in ``dtype`` on ``device``: one copy.
+
+    On CPU, float arrays are converted by torch straight from the strided view (several times faster than numpy's
+    cast-and-transpose); other dtypes go through numpy.
+    """
     part = X[:, start:stop].transpose(1, 0, 2)
-    if device.type == "cpu":
+    if device.type == "cpu" and part.dtype in _TORCH_READABLE and part.dtype.isnative:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            source = torch.from_numpy(part)
+        out = torch.empty(source.shape, dtype=dtype).copy_(source)
+    elif device.type == "cpu":
         np_dtype = np.float64 if dtype == torch.float64 else np.float32
         out = torch.from_numpy(np.array(part, dtype=np_dtype, order="C"))
     else:
