@@ -84,7 +84,8 @@ def test_layerwise_binary_agrees_with_sklearn_coefficients():
     est = probe.LayerwiseProbe(Cs=(0.5,), max_iter=500, tol=1e-12, dtype="float64").fit(stack, y)
     assert est.coef_.shape == (2, 20, 1) and np.isnan(est.val_scores_).all()
     for i in range(2):
-        ref = LogisticRegression(C=0.5, max_iter=5000, tol=1e-10).fit(StandardScaler().fit_transform(stack[:, i].astype(np.float64)), y)
+        features = StandardScaler().fit_transform(stack[:, i].astype(np.float64))
+        ref = LogisticRegression(C=0.5, max_iter=5000, tol=1e-10).fit(features, y)
         np.testing.assert_allclose(est.coef_[i, :, 0], ref.coef_[0], atol=1e-4)
         np.testing.assert_allclose(est.intercept_[i], ref.intercept_, atol=1e-4)
 

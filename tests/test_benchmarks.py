@@ -1,0 +1,129 @@
+"""Tests for benchmarks/: the ``python -m benchmarks`` runner (on fake modules) and the benchmark modules
+themselves at toy sizes (their timings mean nothing there; they must run end to end and report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from layerfusion.testing import tiny_spec
+
+# python -m benchmarks: the runner ------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+_FAKE_MODULES = {
+    "md": (
+        "def main(argv=None):\n"
+        "    print('| setting | seconds | speed-up ratio |')\n"
+        "    print('|---|---:|---:|')\n"
+        "    print('| authors style | 2.0 | 1.00 |')\n"
+        "    print('| ours | 0.5 | 4.0x |')\n"
+    ),
+    "frame": (
+        "import pandas as pd\n"
+        "def main(argv=None):\n"
+        "    df = pd.DataFrame({'model': ['tiny'], 'memory ratio': [0.25], 'seconds': [1.0]})\n"
+        "    print(df.to_string())\n"
+        "    return df\n"
+    ),
+    "plain": (
+        "import pandas as pd\n"
+        "def main(argv=None):\n"
+        "    print(pd.DataFrame({'setting': ['authors style', 'ours all layers'], 'time ratio': [1.0, 0.3]})"
+        ".to_string())\n"
+        "    print('overall speedup: 3.5')\n"
+    ),
+    "argv": "def main(argv=None):\n    assert argv == []\n    print('nothing to compare')\n",
+    "nomain": "X = 1\n",
+    "boom": "def main(argv=None):\n    raise RuntimeError('kaput')\n",
+    "badimport": "import layerfusion_no_such_module\ndef main(argv=None):\n    pass\n",
+}
+
+
+@pytest.fixture()
+def bench(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    pkg = tmp_path / "fakebench_lf"
+    pkg.mkdir()
+    for name, src in _FAKE_MODULES.items():
+        (pkg / f"{name}.py").write_text(src)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(REPO))
+    yield importlib.import_module("benchmarks.__main__")
+    for mod in [m for m in sys.modules if m.startswith("fakebench_lf")]:
+        del sys.modules[mod]
+
+
+def test_bench_discover_lists_public_modules_and_expected(bench):
+    assert bench.discover("fakebench_lf", expected=("missing",)) == sorted([*_FAKE_MODULES, "missing"])
+
+
+def test_bench_collects_markdown_ratio_rows(bench):
+    res = bench.run_module("md", package="fakebench_lf", echo=False)
+    assert res.status == "ok"
+    assert [(r["row"], r["ratio"]) for r in res.ratios] == [("authors style", 1.0), ("ours", 4.0)]
+    assert {r["metric"] for r in res.ratios} == {"speed-up ratio"}
+
+
+def test_bench_prefers_returned_frame(bench):
+    res = bench.run_module("frame", package="fakebench_lf", echo=False)
+    assert res.ratios == [{"row": "tiny", "metric": "memory ratio", "ratio": 0.25}]
+
+
+def test_bench_parses_whitespace_table_and_key_value(bench):
+    res = bench.run_module("plain", package="fakebench_lf", echo=False)
+    got = [(r["row"], r["metric"], r["ratio"]) for r in res.ratios]
+    assert got == [("authors style", "time ratio", 1.0), ("ours all layers", "time ratio", 0.3),
+                   ("-", "overall speedup", 3.5)]
+
+
+def test_bench_statuses(bench):
+    assert bench.run_module("nomain", package="fakebench_lf", echo=False).status == "skipped"
+    assert bench.run_module("absent", package="fakebench_lf", echo=False).status == "skipped"
+    boom = bench.run_module("boom", package="fakebench_lf", echo=False)
+    assert boom.status == "failed" and "kaput" in boom.message
+    assert bench.run_module("badimport", package="fakebench_lf", echo=False).status == "failed"
+    quiet = bench.run_module("argv", package="fakebench_lf", echo=False)
+    assert quiet.status == "ok" and quiet.ratios == [] and "no ratio" in quiet.message
+
+
+def test_bench_summary_table_has_ratio_and_status_rows(bench):
+    results = [bench.run_module(n, package="fakebench_lf", echo=False) for n in ("md", "nomain", "boom")]
+    table = bench.summary_table(results)
+    assert "| md | ours | speed-up ratio | 4 |" in table
+    assert "| nomain | (skipped) | no main(argv) | |" in table
+    assert "| boom | (failed) |" in table
+
+
+# the benchmark modules themselves, at toy sizes (their timings mean nothing here; they must run and report) -------
+
+def test_extraction_benchmark_runs_on_a_tiny_decoder(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    from layerfusion import models
+
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.setattr(models, "REGISTRY", dict(models.REGISTRY))
+    models.register(tiny_spec(tmp_path / "llama", key="tiny-bench"))
+    extraction = importlib.import_module("benchmarks.extraction")
+    monkeypatch.setattr(extraction, "matmul_flops", lambda size=1024: 1e9)
+    rows = extraction.main(["--model", "tiny-bench", "--dataset", "mr", "--n", "6", "--token-budget", "32", "64",
+                            "--max-length", "16"])
+    assert [r["token_budget"] for r in rows] == [32, 64]
+    assert all(r["speedup"] > 0 and r["real_tokens"] > 0 and r["layers_pooled"] == 3 for r in rows)
+    assert "| layerfusion (3 layers x 3 poolings) | 64 |" in capsys.readouterr().out
+
+
+def test_probing_benchmark_runs_on_a_toy_stack(monkeypatch, capsys):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(REPO))
+    probing = importlib.import_module("benchmarks.probing")
+    rows = probing.main(["--n-train", "60", "--n-val", "30", "--layers", "4", "--dim", "8", "--repeats", "1"])
+    assert len(rows) == 1 and rows[0]["ours_layers"] == 4 and rows[0]["speedup"] > 0
+    assert rows[0]["val_acc_max_abs_diff"] <= 0.1
+    assert "synthetic" in capsys.readouterr().out
