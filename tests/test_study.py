@@ -150,7 +150,9 @@ def test_cli_parser_and_errors(capsys):
     args = parser.parse_args(["extract", "--model", "smollm2-135m", "--dataset", "mr", "--profile", "default"])
     assert args.model == ["smollm2-135m"] and args.dataset == ["mr"] and args.func is cli.cmd_extract
     assert cli.main(["extract", "--profile", "nope"]) == 2
-    assert "unknown profile" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("layerfusion: error: unknown profile 'nope'")
+    assert cli.main(["extract", "--profile", "ci", "--model", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("layerfusion: error: unknown model 'nope'; known models:")
     assert cli.main(["models"]) == 0
     assert "smollm2-135m" in capsys.readouterr().out
     with pytest.raises(SystemExit):

@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"layerfusion: error: {exc}", file=sys.stderr)
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"layerfusion: error: {message}", file=sys.stderr)
         return 2
 
 
