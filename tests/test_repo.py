@@ -136,3 +136,17 @@ def test_ci_script_runs_the_readme_test_command() -> None:
     assert text.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in text
     for step in ("make setup", "make test", "make book-only", "LAYERFUSION_BROWSER_TEST=1"):
         assert step in text, f".ci/run must run {step!r}"
+
+
+def test_every_module_is_importable_lazily_and_in_the_api_reference() -> None:
+    """A new module must be reachable as ``layerfusion.<name>`` and documented in the book's API appendix."""
+    import layerfusion
+
+    modules = {p.stem for p in (REPO / "lib" / "layerfusion").glob("*.py") if not p.stem.startswith("_")}
+    assert modules <= set(layerfusion.__all__)
+    documented = set(re.findall(r"automodule:: layerfusion\.(\w+)", (REPO / "book" / "api.md").read_text()))
+    assert documented == modules
+    chapters = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
+    for nb in chapters:
+        first = next(c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "markdown")
+        assert "**Code:**" in "".join(first["source"]), f"{nb.name}: the first cell should name the code it calls"

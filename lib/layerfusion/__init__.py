@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "paths", "data", "models", "pooling", "extract", "cache", "probe", "select", "stats",
     "fusion", "diagnostics", "overhead", "results", "plots", "profiles", "cli", "testing",
+    "study", "layer_analysis", "fusion_analysis", "overhead_analysis", "claims", "report",
 }
 
 

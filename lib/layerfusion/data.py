@@ -252,11 +252,13 @@ def load(name: str, data_dir: str | os.PathLike | None = None, *, validation_siz
     error, or a warning with ``verify=False``), and every line (JSON, label range, label_name, non-empty text).
 
     Splitting, deterministic for a ``seed``:
+
     1. validation is carved from train, stratified (see ``carve_validation``); ``validation_size`` is a fraction of
        train (float) or a row count (int); 0 leaves validation empty;
     2. ``max_train`` / ``max_validation`` / ``max_test`` then subsample each split, stratified, keeping one row of
        every class present when the budget allows (see ``subsample``). Each stage and split has its own random
        stream, so e.g. the test subsample does not depend on ``validation_size``.
+
     Rows keep source-file order (``idx`` is the 0-based line number in the split's file; validation rows index
     ``train.jsonl``). Texts are verbatim (trailing spaces kept). ``registry`` replaces ``DATASETS`` (tests).
     """
@@ -328,6 +330,7 @@ def export_from_hub(name: str, out_dir: str | os.PathLike) -> Path:
     * mr: ``cornell-movie-review-data/rotten_tomatoes`` is a **different split** from TextGCN's (8,530 / 1,066 /
       1,066 rows); train+validation -> train.jsonl, test -> test.jsonl. Scores are not comparable with the paper's.
     * r8, r52: no canonical hub copy exists; ``NotImplementedError`` points to the TextGCN repository.
+
     Checksums will not match ``DATASETS`` (the hub texts differ in whitespace), so load the result with
     ``verify=False``.
     """

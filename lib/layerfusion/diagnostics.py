@@ -106,7 +106,7 @@ def effective_rank(X: np.ndarray, center: bool = True) -> float:
 def anisotropy(X: np.ndarray, n_pairs: int | None = None, random_state: int = 0) -> float:
     """Mean cosine similarity between two different rows of ``X`` (Ethayarajh 2019); 0 for isotropic vectors.
 
-    Exact by default, through the sum of the unit vectors: sum_{i != j} u_i·u_j = |sum u_i|² - sum |u_i|².
+    Exact by default, through the sum of the unit vectors: ``sum_{i != j} u_i·u_j = |sum u_i|² - sum |u_i|²``.
     With ``n_pairs`` it is estimated from that many random pairs of distinct rows (seeded). Zero rows count as 0.
     """
     U = _matrix("X", X)
@@ -198,7 +198,7 @@ def error_overlap(y: Sequence | np.ndarray, a: Sequence | np.ndarray, b: Sequenc
     """How two classifiers' errors overlap on the same items (all rates are fractions of the items).
 
     Keys: ``both_wrong``, ``only_a_wrong``, ``only_b_wrong``, ``both_wrong_if_independent`` (product of the two
-    error rates), ``jaccard`` (|errors a ∩ errors b| / |errors a ∪ errors b|, NaN when neither errs) and
+    error rates), ``jaccard`` (``|errors a ∩ errors b| / |errors a ∪ errors b|``, NaN when neither errs) and
     ``oracle_accuracy`` (an item counts as right when either is right: the ceiling for fusing the two).
     """
     y, a, b = _paired(y=y, a=a, b=b)
