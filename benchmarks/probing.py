@@ -157,14 +157,14 @@ def compare(X_tr: np.ndarray, y_tr: np.ndarray, X_val: np.ndarray, y_val: np.nda
 
 
 def run(n_train: int = 2000, n_val: int = 500, layers: int = 31, dim: int = 576, classes: int = 2,
-        n_sklearn: int = 3, max_iter: int = 200, tol: float = 1e-4, device: str = "cpu", seed: int = 0,
+        Cs: tuple[float, ...] = CS, n_sklearn: int = 3, max_iter: int = 200, tol: float = 1e-4, device: str = "cpu", seed: int = 0,
         repeats: int = 3) -> dict[str, Any]:
     """The synthetic problem: time both fits; return the numbers (times in seconds, memory in MiB)."""
     X, y = synthetic_stack(n_train + n_val, layers, dim, classes, seed=seed)
     X_tr, X_val, y_tr, y_val = X[:n_train], X[n_train:], y[:n_train], y[n_train:]
     del X
-    return compare(X_tr, y_tr, X_val, y_val, name="synthetic", n_sklearn=n_sklearn, max_iter=max_iter, tol=tol,
-                   device=device, repeats=repeats, seed=seed)
+    return compare(X_tr, y_tr, X_val, y_val, name="synthetic", Cs=Cs, n_sklearn=n_sklearn, max_iter=max_iter,
+                   tol=tol, device=device, repeats=repeats, seed=seed)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--classes", type=int, default=2)
     parser.add_argument("--features", action="append", default=[], metavar="PROFILE:MODEL:DATASET",
                         help="real cached features instead of the synthetic problem (repeatable)")
+    parser.add_argument("--Cs", type=float, nargs="+", default=list(CS),
+                        help="the C grid both fit (default: 0.01 0.1 1 10; the profiles' probe grids are in params/)")
     parser.add_argument("--sklearn-layers", type=int, default=3)
     parser.add_argument("--max-iter", type=int, default=200)
     parser.add_argument("--tol", type=float, default=1e-4, help="stopping tolerance for both (sklearn's default)")
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)
-    common = dict(n_sklearn=args.sklearn_layers, max_iter=args.max_iter, tol=args.tol, device=args.device,
+    common = dict(Cs=tuple(args.Cs), n_sklearn=args.sklearn_layers, max_iter=args.max_iter, tol=args.tol, device=args.device,
                   repeats=args.repeats, seed=args.seed)
     if args.features:
         rows = [compare(*cached_features(spec), name=spec, **common) for spec in args.features]

@@ -123,7 +123,9 @@ def test_probing_benchmark_runs_on_a_toy_stack(monkeypatch, capsys):
 
     monkeypatch.syspath_prepend(str(REPO))
     probing = importlib.import_module("benchmarks.probing")
-    rows = probing.main(["--n-train", "60", "--n-val", "30", "--layers", "4", "--dim", "8", "--repeats", "1"])
+    rows = probing.main(["--n-train", "60", "--n-val", "30", "--layers", "4", "--dim", "8", "--repeats", "1",
+                         "--Cs", "0.1", "1"])
     assert len(rows) == 1 and rows[0]["ours_layers"] == 4 and rows[0]["speedup"] > 0
+    assert "2 Cs" in rows[0]["shape"]
     assert rows[0]["val_acc_max_abs_diff"] <= 0.1
     assert "synthetic" in capsys.readouterr().out
