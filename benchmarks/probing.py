@@ -157,8 +157,8 @@ def compare(X_tr: np.ndarray, y_tr: np.ndarray, X_val: np.ndarray, y_val: np.nda
 
 
 def run(n_train: int = 2000, n_val: int = 500, layers: int = 31, dim: int = 576, classes: int = 2,
-        Cs: tuple[float, ...] = CS, n_sklearn: int = 3, max_iter: int = 200, tol: float = 1e-4, device: str = "cpu", seed: int = 0,
-        repeats: int = 3) -> dict[str, Any]:
+        Cs: tuple[float, ...] = CS, n_sklearn: int = 3, max_iter: int = 200, tol: float = 1e-4, device: str = "cpu",
+        seed: int = 0, repeats: int = 3) -> dict[str, Any]:
     """The synthetic problem: time both fits; return the numbers (times in seconds, memory in MiB)."""
     X, y = synthetic_stack(n_train + n_val, layers, dim, classes, seed=seed)
     X_tr, X_val, y_tr, y_val = X[:n_train], X[n_train:], y[:n_train], y[n_train:]
@@ -194,8 +194,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)
-    common = dict(Cs=tuple(args.Cs), n_sklearn=args.sklearn_layers, max_iter=args.max_iter, tol=args.tol, device=args.device,
-                  repeats=args.repeats, seed=args.seed)
+    common = dict(Cs=tuple(args.Cs), n_sklearn=args.sklearn_layers, max_iter=args.max_iter, tol=args.tol,
+                  device=args.device, repeats=args.repeats, seed=args.seed)
     if args.features:
         rows = [compare(*cached_features(spec), name=spec, **common) for spec in args.features]
     else:
