@@ -118,6 +118,18 @@ def test_layerwise_reads_read_only_and_foreign_byte_order_alike(fitted):
             np.testing.assert_array_equal(est.mean_, ref.mean_)
 
 
+def test_layer_chunks_count_the_solver_state(monkeypatch):
+    """Chunks hold CHUNK_BYTES of features plus L-BFGS state: many classes mean fewer layers a chunk."""
+    monkeypatch.setattr(probe, "CHUNK_BYTES", 64 * 2**20)
+    X = np.zeros((400, 31, 576), dtype=np.float16)
+    assert probe._layer_chunk(X, 5, 4) == 5
+    assert probe._layer_chunk(X, None, 4) == 31
+    binary = probe._layer_chunk(X, None, 4, n_params=3 * 1 * 577, n_logits=400 * 3)
+    many = probe._layer_chunk(X, None, 4, n_params=3 * 52 * 577, n_logits=400 * 3 * 52)
+    per_layer = (400 * 576 + 30 * 3 * 52 * 577 + 10 * 400 * 3 * 52) * 4
+    assert binary == 31 and many == 64 * 2**20 // per_layer < 31
+
+
 def test_layerwise_separable_reaches_100_percent():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, size=150)

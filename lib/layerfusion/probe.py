@@ -39,7 +39,7 @@ __all__ = ["LayerwiseProbe", "LogisticProbe", "MLPHead"]
 
 DEFAULT_CS = (0.01, 0.1, 1.0, 10.0)
 CHUNK_BYTES = 256 * 2**20
-"""Float32 working-set size aimed at when ``layer_chunk`` is None (at least one layer per chunk)."""
+"""Working-set size (features and solver state) aimed at when ``layer_chunk`` is None (at least one layer a chunk)."""
 _HISTORY = 10
 _ARMIJO = 1e-4
 _MAX_BACKTRACK = 30
@@ -117,11 +117,17 @@ def _check_positive_int(value: Any, arg: str) -> int:
 
 # --------------------------------------------------------------------------------------------- batched L-BFGS solver
 
-def _layer_chunk(X: np.ndarray, layer_chunk: int | None, itemsize: int) -> int:
-    """Layers per chunk: the explicit value, else as many as fit in ``CHUNK_BYTES``."""
+def _layer_chunk(X: np.ndarray, layer_chunk: int | None, itemsize: int, n_params: int = 0, n_logits: int = 0) -> int:
+    """Layers per chunk: the explicit value, else as many as fit in ``CHUNK_BYTES``.
+
+    A layer's working set is its features (n x d) plus, when fitting, the solver state of its problems: ``n_params``
+    parameters (all values of C and outputs) held about ``2 * _HISTORY + 10`` times (L-BFGS history, gradients,
+    direction, temporaries) and ``n_logits`` logits held about 10 times (line search). With many classes the state,
+    not the features, is the larger part.
+    """
     if layer_chunk is not None:
         return _check_positive_int(layer_chunk, "layer_chunk")
-    per_layer = X.shape[0] * X.shape[2] * itemsize
+    per_layer = (X.shape[0] * X.shape[2] + (2 * _HISTORY + 10) * n_params + 10 * n_logits) * itemsize
     return max(1, min(X.shape[1], CHUNK_BYTES // max(per_layer, 1)))
 
 
@@ -367,9 +373,10 @@ class LayerwiseProbe(BaseEstimator):
 
     Parameters: ``Cs`` the grid of inverse penalty strengths (as sklearn's ``C``); ``max_iter`` L-BFGS iterations
     per (layer, C); ``tol`` stopping tolerance (see ``_fit_lbfgs``); ``layer_chunk`` layers converted to float32 and
-    fitted together (None: as many as fit in 256 MiB); ``device`` torch device ("cpu", "cuda"); ``dtype`` compute
-    precision ("float32" or "float64"); ``random_state`` accepted for a uniform interface, unused because the
-    solver (zero start, deterministic line search) has no randomness; ``progress`` shows a bar over chunks.
+    fitted together (None: as many as fit in 256 MiB with their solver state); ``device`` torch device ("cpu",
+    "cuda"); ``dtype`` compute precision ("float32" or "float64"); ``random_state`` accepted for a uniform
+    interface, unused because the solver (zero start, deterministic line search) has no randomness; ``progress``
+    shows a bar over chunks.
 
     Validation ties between values of ``C`` go to the smaller ``C`` (the stronger penalty, the simpler model).
     Fitted attributes (L = layers): ``classes_``, ``Cs_`` (sorted grid), ``best_C_`` (L,), ``val_scores_`` (L,),
@@ -429,7 +436,8 @@ class LayerwiseProbe(BaseEstimator):
         self.n_iter_ = np.zeros((L, Cs.size), dtype=np.int64)
         self.val_scores_per_C_ = np.full((L, Cs.size), np.nan)
         self.val_predictions_ = np.empty((L, Xv.shape[0] if has_val else 0), dtype=classes.dtype)
-        chunk = _layer_chunk(X, self.layer_chunk, torch.empty(0, dtype=dtype).element_size())
+        chunk = _layer_chunk(X, self.layer_chunk, torch.empty(0, dtype=dtype).element_size(),
+                             n_params=Cs.size * n_out * (d + 1), n_logits=n * Cs.size * n_out)
         unfinished = 0
         for start in tqdm(range(0, L, chunk), desc="probe chunks", disable=not self.progress):
             stop = min(start + chunk, L)
