@@ -13,8 +13,9 @@ same ``tol`` and ``max_iter`` on only ``--sklearn-layers`` layers (first, middle
 same way. Both run in this process, alternating (sklearn, ours, sklearn, ours, ...) so that a slow spell of a shared
 machine hits both; their ratio is what to read, not the absolute times. Each is run ``--repeats`` times and the
 fastest kept. The printed "speedup" is sklearn's time on its few layers divided by ours on all layers: above 1 means
-fitting every layer batched costs less than fitting a handful one by one. Peak memory is the largest resident set
-sampled every 5 ms during our fit, above the resident set just before it (lowest over the repeats, so the first
+fitting every layer batched costs less than fitting a handful one by one. Peak memory is measured by
+``layerfusion.overhead.measure`` around our fit (on CPU the resident set sampled every 5 ms plus the kernel's
+high-water mark, on CUDA the peak allocation), above its level just before it (lowest over the repeats, so the first
 call's one-time allocator and thread-pool growth is left out), beside the size of the float32 copy of the training
 stack.
 """
@@ -22,17 +23,13 @@ stack.
 from __future__ import annotations
 
 import argparse
-import gc
-import os
-import threading
 import time
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from layerfusion import probe
+from layerfusion import overhead, probe
 
 CS = (0.01, 0.1, 1.0, 10.0)
 
@@ -54,37 +51,6 @@ def synthetic_stack(n: int, layers: int, dim: int, classes: int, seed: int = 0,
         noise = rng.standard_normal((n, dim), dtype=np.float32) * scales
         out[:, layer] = (signal * 2.0 + noise + rng.normal(0, 3, size=dim)).astype(np.float16)
     return out, y
-
-
-def _rss_mib() -> float:
-    """Resident set size of this process now, MiB (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return 0.0
-
-
-def peak_rss_growth(fn: Callable[[], Any], every: float = 0.005) -> tuple[Any, float]:
-    """Run ``fn``; return its value and the peak resident set above the one before it (MiB), sampled ``every`` s."""
-    gc.collect()
-    base = _rss_mib()
-    peak = [base]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], _rss_mib())
-            stop.wait(every)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        value = fn()
-    finally:
-        stop.set()
-        thread.join()
-    return value, max(peak[0], _rss_mib()) - base
 
 
 def cached_features(spec: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -127,22 +93,21 @@ def compare(X_tr: np.ndarray, y_tr: np.ndarray, X_val: np.ndarray, y_val: np.nda
     n, layers, dim = X_tr.shape
     picked = [round(x * (layers - 1)) for x in np.linspace(0.0, 1.0, n_sklearn)]
 
-    def fit() -> tuple[probe.LayerwiseProbe, int, float]:
+    def fit() -> tuple[probe.LayerwiseProbe, int]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            start = time.perf_counter()
             est = probe.LayerwiseProbe(Cs=Cs, max_iter=max_iter, tol=tol, device=device, random_state=seed)
             est.fit(X_tr, y_tr, X_val, y_val)
-            seconds = time.perf_counter() - start
-        return est, sum(1 for w in caught if "max_iter" in str(w.message)), seconds
+        return est, sum(1 for w in caught if "max_iter" in str(w.message))
 
-    theirs, ours, rss_growth = np.inf, np.inf, np.inf
+    theirs, ours, memory_growth = np.inf, np.inf, np.inf
     for _ in range(repeats):
         start = time.perf_counter()
         theirs_scores = sklearn_layers(X_tr, y_tr, X_val, y_val, picked, Cs, max_iter, tol)
         theirs = min(theirs, time.perf_counter() - start)
-        (est, not_converged, seconds), growth = peak_rss_growth(fit)
-        ours, rss_growth = min(ours, seconds), min(rss_growth, growth)
+        timed = overhead.measure(fit, repeats=1, warmup=0, device=device)
+        est, not_converged = timed.result
+        ours, memory_growth = min(ours, timed.seconds_min), min(memory_growth, timed.peak_bytes / 2**20)
     return {
         "problem": name, "shape": f"n={n}+{X_val.shape[0]}, L={layers}, d={dim}, classes={np.unique(y_tr).size}, "
                                   f"{len(Cs)} Cs, tol={tol:g}",
@@ -151,7 +116,7 @@ def compare(X_tr: np.ndarray, y_tr: np.ndarray, X_val: np.ndarray, y_val: np.nda
         "ours_iters_median": float(np.median(est.n_iter_)), "ours_iters_max": int(est.n_iter_.max()),
         "not_converged": not_converged,
         "val_acc_max_abs_diff": float(np.abs(est.val_scores_per_C_[picked] - theirs_scores).max()),
-        "peak_rss_growth_mib": rss_growth,
+        "peak_memory_growth_mib": memory_growth,
         "float32_train_stack_mib": n * layers * dim * 4 / 2**20,
     }
 
@@ -201,13 +166,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     else:
         rows = [run(args.n_train, args.n_val, args.layers, args.dim, args.classes, **common)]
     print("| problem | shape | ours: all layers (s) | sklearn: layers (s) | speedup | per-layer speedup | "
-          "iterations median/max | max abs val-acc diff | peak RSS growth (MiB) | f32 train stack (MiB) |")
+          "iterations median/max | max abs val-acc diff | peak memory growth (MiB) | f32 train stack (MiB) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['problem']} | {r['shape']} | {r['ours_s']:.3f} ({r['ours_layers']}) | "
               f"{r['sklearn_s']:.3f} ({r['sklearn_layers']}) | {r['speedup']:.2f} | {r['per_layer_speedup']:.1f} | "
               f"{r['ours_iters_median']:.0f}/{r['ours_iters_max']} | {r['val_acc_max_abs_diff']:.4f} | "
-              f"{r['peak_rss_growth_mib']:.0f} | {r['float32_train_stack_mib']:.0f} |")
+              f"{r['peak_memory_growth_mib']:.0f} | {r['float32_train_stack_mib']:.0f} |")
     return rows
 
 
