@@ -11,10 +11,10 @@ from layerfusion.models import combo_label
 FIGSIZE_PANEL = 3.4
 
 
-def _panels(n: int, ncols: int = 4, height: float = 2.9, sharey: bool = False):
+def _panels(n: int, ncols: int = 4, height: float = 2.9, sharey: bool = False, width: float = FIGSIZE_PANEL):
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(FIGSIZE_PANEL * ncols, height * nrows), squeeze=False,
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False,
                              sharey=sharey, constrained_layout=True)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
@@ -115,13 +115,7 @@ def fusion_gains(comparisons: pd.DataFrame):
     combos = list(dict.fromkeys(table.sort_values(["k", "combo"])["combo"]))
     largest = float(np.nanmax(np.abs(table["points"])))
     limit = min(max(largest, 1.0), 10.0)
-    ncols = min(2, len(datasets))
-    nrows = int(np.ceil(len(datasets) / ncols))
-    fig, grid_axes = plt.subplots(nrows, ncols, figsize=(6.2 * ncols, (0.3 * len(combos) + 1.3) * nrows),
-                                  squeeze=False, constrained_layout=True)
-    for ax in grid_axes.flat[len(datasets):]:
-        ax.set_visible(False)
-    axes = list(grid_axes.flat[:len(datasets)])
+    fig, axes = _panels(len(datasets), ncols=2, height=0.3 * len(combos) + 1.3, width=6.2)
     for ax, dataset in zip(axes, datasets):
         df = table[table["dataset"] == dataset]
         grid = df.pivot_table(index="combo", columns="operator", values="points").reindex(index=combos,
