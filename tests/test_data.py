@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset
 
-from layerfusion import data, paths
+from layerfusion import data, files, paths
 
 LABELS = ["alpha", "beta", "gamma"]
 # train: 20 alpha, 9 beta, 1 gamma (a class too small to give validation a row); test: 6/4/2
@@ -143,7 +143,7 @@ def test_hash_is_cached_per_path_size_and_mtime(toy):
     path = toy[0] / "toy" / "train.jsonl"
     first = data.sha256_file(path)
     stat = path.stat()
-    assert data._HASH_CACHE[(str(path.resolve()), stat.st_size, stat.st_mtime_ns)] == first
+    assert files._HASH_CACHE[(str(path.resolve()), stat.st_size, stat.st_mtime_ns)] == first
     _write_split(path, _rows(list(reversed(TRAIN_LABELS)), "train"))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert data.sha256_file(path) != first

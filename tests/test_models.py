@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from layerfusion import models
+from layerfusion import files, models
 from layerfusion.models import COMPLETE_MARKER, INSTALL_HINT, ModelSpec
 from layerfusion.testing import tiny_model_dir, tiny_spec
 
@@ -139,7 +139,7 @@ def test_load_tiny_model_ready_for_extraction(tiny_dir):
     assert not hasattr(loaded.model, "lm_head")
     assert loaded.tokenizer.padding_side == "left" and loaded.tokenizer.pad_token is not None
     assert loaded.dtype == torch.float32 and loaded.device == torch.device("cpu")
-    assert loaded.fingerprint == models.hash_files(sorted(tiny_dir.glob("*.safetensors")))
+    assert loaded.fingerprint == files.sha256_files(sorted(tiny_dir.glob("*.safetensors")))
     enc, hidden = _hidden_states(loaded, ["the movie was good", "bad"])
     assert len(hidden) == loaded.n_hidden_states == spec.n_layers + 1
     assert enc["attention_mask"][1, 0] == 0  # left padding

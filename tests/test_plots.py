@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
 
-from layerfusion import plots  # noqa: E402
+from layerfusion.study import plots  # noqa: E402
 
 
 def test_fusion_gains_heatmap_cells_match_the_table():

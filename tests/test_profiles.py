@@ -1,4 +1,4 @@
-"""Tests for layerfusion.profiles: listing and reading params/<name>.yaml, overrides, errors."""
+"""Tests for layerfusion.study.profiles: listing and reading params/<name>.yaml, overrides, errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from layerfusion import profiles
+from layerfusion.study import profiles
 
 SMALL = """\
 profile: small

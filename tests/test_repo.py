@@ -142,11 +142,34 @@ def test_every_module_is_importable_lazily_and_in_the_api_reference() -> None:
     """A new module must be reachable as ``layerfusion.<name>`` and documented in the book's API appendix."""
     import layerfusion
 
-    modules = {p.stem for p in (REPO / "lib" / "layerfusion").glob("*.py") if not p.stem.startswith("_")}
-    assert modules <= set(layerfusion.__all__)
-    documented = set(re.findall(r"automodule:: layerfusion\.(\w+)", (REPO / "book" / "api.md").read_text()))
+    root = REPO / "lib" / "layerfusion"
+    engine = {p.stem for p in root.glob("*.py") if not p.stem.startswith("_")}
+    assert engine <= set(layerfusion.__all__)
+    modules = {".".join(p.relative_to(root).with_suffix("").parts) for p in root.rglob("*.py")
+               if not p.stem.startswith("_")}
+    documented = set(re.findall(r"automodule:: layerfusion\.([\w.]+)", (REPO / "book" / "api.md").read_text()))
     assert documented == modules
     chapters = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
     for nb in chapters:
         first = next(c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "markdown")
         assert "**Code:**" in "".join(first["source"]), f"{nb.name}: the first cell should name the code it calls"
+
+
+def test_engine_never_imports_the_study() -> None:
+    """Data flows one way: modules outside ``layerfusion/study/`` may not import ``layerfusion.study``."""
+    import ast
+
+    root = REPO / "lib" / "layerfusion"
+    offenders = []
+    for path in root.rglob("*.py"):
+        if "study" in path.relative_to(root).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            if any(n == "layerfusion.study" or n.startswith("layerfusion.study.") for n in names):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not offenders, f"engine modules import the study tier: {offenders}"

@@ -1,4 +1,4 @@
-"""Tests for layerfusion.results: run records, atomic JSON result files, reading them back."""
+"""Tests for layerfusion.study.results: run records, atomic JSON result files, reading them back."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layerfusion import paths, results
+from layerfusion import files, paths
+from layerfusion.study import results
 
 
 @pytest.fixture
@@ -86,7 +87,7 @@ def test_write_overwrites_atomically_and_keeps_old_file_on_failure(tmp_path, run
     def explode(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(results.json, "dump", explode)
+    monkeypatch.setattr(files.os, "fsync", explode)
     with pytest.raises(OSError, match="disk full"):
         results.write("t", [{"x": 3}], run, results_dir=tmp_path)
     monkeypatch.undo()

@@ -8,7 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layerfusion import claims, cli, fusion_analysis, layer_analysis, overhead_analysis, report
+from layerfusion.study import claims, cli, report
+from layerfusion.study.chapters import fusion as fusion_analysis
+from layerfusion.study.chapters import layer_analysis
+from layerfusion.study.chapters import overhead as overhead_analysis
 from layerfusion.study import StudyConfig
 
 

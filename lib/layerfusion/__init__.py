@@ -1,21 +1,22 @@
 """layerfusion: layer-aware embedding fusion for frozen LLMs.
 
-Pipeline, one direction: data -> models -> extract -> cache -> probe/select -> fusion -> report.
-Submodules are imported lazily so ``import layerfusion`` stays cheap (no torch import until needed).
+Two tiers. The engine (the modules of this package: data, models, pooling, extract, cache, probe, select, fusion,
+stats, diagnostics, overhead, ...) is a library for anyone's models and data and knows nothing of the book. The study
+(``layerfusion.study``: profiles, one analysis per chapter, claims, results store, report, plots, CLI) is this
+project's use of the engine. Data flows one way: the study imports the engine, never the reverse.
+
+Submodules are imported lazily, so ``import layerfusion`` stays cheap (no torch import until needed).
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-_SUBMODULES = {
-    "paths", "data", "models", "pooling", "extract", "cache", "probe", "select", "stats",
-    "fusion", "diagnostics", "overhead", "results", "plots", "profiles", "cli", "testing",
-    "study", "layer_analysis", "fusion_analysis", "overhead_analysis", "claims", "report",
-}
+_SUBMODULES = frozenset(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
 def __getattr__(name: str) -> Any:

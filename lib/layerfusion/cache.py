@@ -14,15 +14,12 @@ from them. A shard whose sha256, shape or dtype does not match the manifest is r
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
 import platform
 import re
-import subprocess
 import time
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,27 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from layerfusion.files import atomic_write_bytes, locked, remove_temp_files, sha256_bytes
+from layerfusion.provenance import git_info
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def cache_key(model: dict[str, Any], settings: dict[str, Any], dataset_fingerprint: str) -> str:
@@ -80,17 +61,6 @@ def model_fingerprint(spec: Any, cache_dir: str | Path | None = None) -> str:
     return models.weights_location(spec, cache_dir)[1]
 
 
-def _git_sha() -> str | None:
-    from layerfusion import paths
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.repo_root(), capture_output=True, text=True,
-                             timeout=5, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def provenance(loaded: Any, config: Any, dataset_fingerprint: str, dataset_name: str | None,
                split: str | None) -> dict[str, Any]:
     """Who computed an entry, where and with what: git sha, hardware, library versions, device, time."""
@@ -106,7 +76,7 @@ def provenance(loaded: Any, config: Any, dataset_fingerprint: str, dataset_name:
                   "dtype": str(loaded.dtype).replace("torch.", "")},
         "config": config.as_dict(),
         "dataset": {"name": dataset_name, "split": split, "fingerprint": dataset_fingerprint},
-        "git_sha": _git_sha(),
+        "git_sha": git_info()["sha"],
         "hardware": {"platform": platform.platform(), "device": str(device), "device_name": name,
                      "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
         "versions": {"layerfusion": layerfusion.__version__, "torch": torch.__version__,
@@ -144,21 +114,10 @@ class CacheEntry:
     def locked(self) -> Iterator["CacheEntry"]:
         """Hold an exclusive lock on the entry (one writer at a time), clear dead temp files, load the manifest."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "a+") as fh:
-            try:
-                import fcntl
-            except ImportError:
-                fcntl = None
-            if fcntl is not None:
-                fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                for tmp in self.path.glob(".*.tmp-*"):
-                    tmp.unlink(missing_ok=True)
-                self._load_manifest()
-                yield self
-            finally:
-                if fcntl is not None:
-                    fcntl.flock(fh, fcntl.LOCK_UN)
+        with locked(self.path / ".lock"):
+            remove_temp_files(self.path)
+            self._load_manifest()
+            yield self
 
     def _fresh_manifest(self) -> dict[str, Any]:
         return {"format": FORMAT_VERSION, "key": self.key, **self.meta, "n": self.n, "shard_size": self.shard_size,

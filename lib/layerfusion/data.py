@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from layerfusion import paths
+from layerfusion import files, paths
 
 SPLIT_FILES = {"train": "train.jsonl", "test": "test.jsonl"}
 LABELS_FILE = "labels.json"
@@ -63,21 +63,7 @@ DATASETS: dict[str, DatasetInfo] = {
     }, "Reuters-21578 ModApte, 52 single-topic classes, all-terms preprocessing"),
 }
 
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """sha256 of a file, memoised per (path, size, mtime) for the life of the process so repeated loads are cheap."""
-    p = Path(path).resolve()
-    stat = p.stat()
-    key = (str(p), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASH_CACHE:
-        h = hashlib.sha256()
-        with p.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _HASH_CACHE[key] = h.hexdigest()
-    return _HASH_CACHE[key]
+sha256_file = files.sha256_file
 
 
 def get_info(name: str, registry: Mapping[str, DatasetInfo] | None = None) -> DatasetInfo:

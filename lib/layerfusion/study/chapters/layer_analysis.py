@@ -16,8 +16,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from layerfusion import diagnostics, probe, select, stats
-from layerfusion.results import TableSet
-from layerfusion.study import Study
+from layerfusion.study.results import TableSet
+from layerfusion.study.features import Study
 
 
 TFIDF_CS = (0.1, 1.0, 10.0, 100.0)

@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from layerfusion import paths, results
+from layerfusion import paths
+from layerfusion.study import results
 
 
 @dataclass

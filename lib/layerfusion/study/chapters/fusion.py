@@ -19,9 +19,9 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from layerfusion import diagnostics, fusion, probe, select, stats
-from layerfusion.layer_analysis import probe_settings
-from layerfusion.results import TableSet
-from layerfusion.study import Study
+from layerfusion.study.chapters.layer_analysis import probe_settings
+from layerfusion.study.results import TableSet
+from layerfusion.study.features import Study
 
 SPLITS = ("train", "validation", "test")
 

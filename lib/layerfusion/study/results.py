@@ -11,23 +11,18 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import re
-import subprocess
-import tempfile
 import uuid
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from layerfusion import paths
+from layerfusion import files, paths
+from layerfusion.provenance import git_info, hardware, versions
 
 RESERVED_KEYS = ("run_id", "started_at", "profile", "seed", "git", "versions", "hardware")
-VERSION_PACKAGES = {"python": None, "torch": "torch", "transformers": "transformers", "datasets": "datasets",
-                    "numpy": "numpy", "sklearn": "scikit-learn", "layerfusion": "layerfusion"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SAVE_RE = re.compile(r"""save\(\s*(f?)(['"])(.+?)\2""")
 
@@ -38,80 +33,6 @@ class TableSet:
     def tables(self) -> dict[str, pd.DataFrame]:
         """name -> table, for writing to the results store."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def _ram_gib() -> float | None:
-    try:
-        import psutil
-
-        return round(psutil.virtual_memory().total / 2**30, 1)
-    except ImportError:
-        try:
-            return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-        except (ValueError, OSError, AttributeError):
-            return None
-
-
-def hardware() -> dict[str, Any]:
-    """CPU model, logical cores, torch threads, RAM (GiB), GPU name and memory (GiB; None without CUDA)."""
-    info: dict[str, Any] = {"cpu": _cpu_model(), "logical_cores": os.cpu_count(), "torch_threads": None,
-                            "ram_gib": _ram_gib(), "gpu": None, "gpu_memory_gib": None,
-                            "platform": platform.platform()}
-    try:
-        import torch
-    except ImportError:
-        return info
-    info["torch_threads"] = torch.get_num_threads()
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
-    return info
-
-
-def versions() -> dict[str, str | None]:
-    """Versions of Python and the libraries a result depends on (None when one is not installed)."""
-    out: dict[str, str | None] = {}
-    for key, dist in VERSION_PACKAGES.items():
-        if dist is None:
-            out[key] = platform.python_version()
-            continue
-        try:
-            out[key] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[key] = None
-    return out
-
-
-def git_info(root: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Commit SHA and dirty flag of the checkout (both None outside git or without a git binary).
-
-    ``dirty`` counts modified and untracked files except under ``results/`` and ``book/executed/``, which the
-    notebooks themselves write.
-    """
-    cwd = Path(root) if root is not None else paths.repo_root()
-
-    def git(*args: str) -> str | None:
-        try:
-            proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=20, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return proc.stdout if proc.returncode == 0 else None
-
-    sha = git("rev-parse", "HEAD")
-    if sha is None:
-        return {"sha": None, "dirty": None}
-    status = git("status", "--porcelain", "--", ".", ":(exclude)results", ":(exclude)book/executed")
-    return {"sha": sha.strip(), "dirty": None if status is None else bool(status.strip())}
 
 
 def run_info(profile: str, seed: int | None = None, **extra: Any) -> dict[str, Any]:
@@ -189,20 +110,8 @@ def write(name: str, rows: list[dict[str, Any]] | pd.DataFrame, run: dict[str, A
     if not isinstance(run, dict):
         raise TypeError(f"run for {name!r} must be the dict from results.run_info, got {type(run).__name__}")
     payload = {"run": to_jsonable(run, "run"), "rows": to_jsonable(records, "rows")}
-    folder = paths.results_dir(results_dir)
-    target = folder / f"{name}.json"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, ensure_ascii=False, indent=1, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    target = paths.results_dir(results_dir) / f"{name}.json"
+    return files.atomic_write_json(target, payload, ensure_ascii=False, indent=1, allow_nan=False)
 
 
 def producers(name: str, notebooks_dir: str | os.PathLike | None = None) -> list[str]:

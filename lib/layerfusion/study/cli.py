@@ -13,7 +13,7 @@ NOTEBOOKS = ("00_setup", "01_extraction", "02_layer_analysis", "03_fusion", "04_
 
 
 def _study(args: argparse.Namespace):
-    from layerfusion.study import Study, StudyConfig
+    from layerfusion.study.features import Study, StudyConfig
 
     cfg = StudyConfig.from_profile(
         args.profile,
@@ -39,7 +39,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from layerfusion.layer_analysis import analyse_layers
+    from layerfusion.study.chapters.layer_analysis import analyse_layers
 
     analysis = analyse_layers(_study(args), poolings=tuple(args.pooling) if args.pooling else None)
     cols = ["model", "dataset", "pooling", "best_layer", "n_layers", "best_test_accuracy", "last_test_accuracy",
@@ -49,8 +49,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
-    from layerfusion.fusion_analysis import analyse_fusion
-    from layerfusion.layer_analysis import analyse_layers
+    from layerfusion.study.chapters.fusion import analyse_fusion
+    from layerfusion.study.chapters.layer_analysis import analyse_layers
 
     study = _study(args)
     layers = analyse_layers(study, poolings=("mean",))
@@ -61,7 +61,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 
 
 def cmd_overhead(args: argparse.Namespace) -> int:
-    from layerfusion import overhead_analysis
+    from layerfusion.study.chapters import overhead as overhead_analysis
 
     _show(overhead_analysis.footprints(_study(args)), args.out)
     return 0

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from layerfusion import fusion, models, overhead, probe
-from layerfusion.layer_analysis import probe_settings
-from layerfusion.study import Study
+from layerfusion.study.chapters.layer_analysis import probe_settings
+from layerfusion.study.features import Study
 
 _DROP = ("hardware",)
 

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from layerfusion import data as data_mod
-from layerfusion import extract, models, profiles
+from layerfusion import extract, models
+from layerfusion.study import profiles
 
 SPLITS = ("train", "validation", "test")
 

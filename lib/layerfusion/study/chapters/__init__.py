@@ -1,0 +1,1 @@
+"""One analysis module per chapter of the book, named after its notebook (``notebooks/NN_<name>.ipynb``)."""
