@@ -14,6 +14,7 @@ import torch
 
 from layerfusion import files, models
 from layerfusion.models import COMPLETE_MARKER, INSTALL_HINT, ModelSpec
+from layerfusion.models import gguf as gguf_mod
 from layerfusion.testing import tiny_model_dir, tiny_spec
 
 OFFLINE_KEYS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "minilm-l6")
@@ -26,10 +27,12 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def registry(monkeypatch):
-    """A private copy of the registry so tests can register without leaking entries."""
-    monkeypatch.setattr(models, "REGISTRY", dict(models.REGISTRY))
-    return models.REGISTRY
+def registry():
+    """The registry, restored after the test, so tests can register without leaking entries."""
+    saved = dict(models.REGISTRY)
+    yield models.REGISTRY
+    models.REGISTRY.clear()
+    models.REGISTRY.update(saved)
 
 
 def _fake_package(root: Path, module: str, files: dict[str, bytes]) -> None:
@@ -252,7 +255,7 @@ def test_gguf_source_converts_once_then_reads_cache(tmp_path, monkeypatch, tiny_
         calls.append(Path(gguf_file).read_bytes())
         return real_convert(tiny_dir, out_dir, padding_side=padding_side)
 
-    monkeypatch.setattr(models, "convert_to_safetensors", fake_convert)
+    monkeypatch.setattr(gguf_mod, "convert_to_safetensors", fake_convert)
     first = models.load(spec, device="cpu", cache_dir=tmp_path / "cache")
     second = models.load(spec, device="cpu", cache_dir=tmp_path / "cache")
     target = models.converted_dir(spec, tmp_path / "cache")
