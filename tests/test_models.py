@@ -630,3 +630,36 @@ def test_plain_models_keep_their_cache_keys():
     assert cache.cache_key(model, settings, "f" * 64) == (
         "8282c685f3f2a6d2265c51ffba9f8c3fb6386a6cfa4407300c1145459689ea27")
     assert cache.cache_key({**model, "inputs": {}}, settings, "f" * 64) == cache.cache_key(model, settings, "f" * 64)
+
+
+@pytest.mark.slow
+def test_smollm2_by_key_and_by_its_converted_folder_give_the_same_vectors(tmp_path):
+    """Done-when of issue 15: naming a model by its registry key or by the folder it was converted into is the same."""
+    from layerfusion import extract
+
+    if not models.available("smollm2-135m"):
+        pytest.fail(f"smollm2-135m is not installed; run `{INSTALL_HINT}`")
+    by_key = models.load("smollm2-135m", device="cpu")
+    folder = models.converted_dir(by_key.spec)
+    spec = models.get_spec(str(folder))
+    assert (spec.arch, spec.n_layers, spec.hidden_size, spec.padding_side) == ("decoder", 30, 576, "right")
+    by_folder = models.load(str(folder), device="cpu")
+    assert by_folder.tokenizer.pad_token == by_key.tokenizer.pad_token
+    texts = ["A gripping, beautifully shot film.", "Dull.", "The plot never comes together, sadly."]
+    cfg = extract.ExtractionConfig(max_length=32, poolings=("mean", "last"))
+    a = extract.embed(by_key, texts, config=cfg, cache_dir=tmp_path, progress=False)
+    b = extract.embed(by_folder, texts, config=cfg, cache_dir=tmp_path, progress=False)
+    assert a.path != b.path
+    for pooling in cfg.poolings:
+        np.testing.assert_array_equal(a.stack(pooling), b.stack(pooling))
+
+
+@pytest.mark.slow
+def test_shipped_gguf_file_gives_the_registry_spec():
+    """The SmolLM2 .gguf inside its PyPI package, named by path, reads as the registry entry says (no conversion)."""
+    key_spec = models.get_spec("smollm2-135m")
+    path = models.gguf_parts(key_spec)[0]
+    spec = models.get_spec(str(path))
+    assert (spec.source, spec.arch, spec.n_layers, spec.hidden_size, spec.padding_side) == (
+        "local-gguf", "decoder", key_spec.n_layers, key_spec.hidden_size, key_spec.padding_side)
+    assert models.weights_fingerprint(spec) == key_spec.extra["gguf_sha256"]
