@@ -11,6 +11,7 @@ import pytest
 from datasets import ClassLabel, Dataset
 
 from layerfusion import data, files, paths
+from layerfusion.testing import registries_restored
 
 LABELS = ["alpha", "beta", "gamma"]
 # train: 20 alpha, 9 beta, 1 gamma (a class too small to give validation a row); test: 6/4/2
@@ -436,15 +437,13 @@ def test_unknown_source_lists_what_is_accepted(tmp_path):
 
 
 @pytest.fixture
-def datasets_registry():
-    """The dataset registry, restored after the test."""
-    saved = dict(data.DATASETS)
-    yield data.DATASETS
-    data.DATASETS.clear()
-    data.DATASETS.update(saved)
+def registries():
+    """The registries, restored after the test (``add`` registers names globally)."""
+    with registries_restored():
+        yield
 
 
-def test_add_names_folders_and_load_reads_them(tmp_path, datasets_registry):
+def test_add_names_folders_and_load_reads_them(tmp_path, registries):
     a = _folder(tmp_path / "x" / "reviews", "csv")
     b = _folder(tmp_path / "y" / "reviews", "tsv")
     clash = _folder(tmp_path / "z" / "SST-2", "jsonl")

@@ -16,7 +16,7 @@ import torch
 from layerfusion import files, models
 from layerfusion.models import COMPLETE_MARKER, INSTALL_HINT, ModelSpec
 from layerfusion.models import gguf as gguf_mod
-from layerfusion.testing import tiny_model_dir, tiny_spec
+from layerfusion.testing import registries_restored, tiny_model_dir, tiny_spec
 
 OFFLINE_KEYS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "minilm-l6")
 HUB_KEYS = ("gemma-2-2b", "qwen2.5-7b", "llama-2-7b-chat", "falcon3-7b-instruct", "mistral-7b-v0.3", "e5-large-v2")
@@ -30,10 +30,8 @@ def tiny_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def registry():
     """The registry, restored after the test, so tests can register without leaking entries."""
-    saved = dict(models.REGISTRY)
-    yield models.REGISTRY
-    models.REGISTRY.clear()
-    models.REGISTRY.update(saved)
+    with registries_restored():
+        yield models.REGISTRY
 
 
 def _fake_package(root: Path, module: str, files: dict[str, bytes]) -> None:
@@ -525,6 +523,8 @@ def test_hub_id_resolves_to_a_commit_and_loads_at_it(hub):
     assert set(hub["revision"]) == {COMMIT}
     models.get_spec("org/tiny@v1.0")
     assert hub["download"][-1] == ("org/tiny", "config.json", "v1.0")
+    assert models.get_spec("org/tiny@refs/pr/1").key == "org/tiny@refs/pr/1"
+    assert hub["download"][-1] == ("org/tiny", "config.json", "refs/pr/1")
 
 
 def test_registry_hub_models_are_fingerprinted_by_resolved_commit(hub):

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from layerfusion import data, models
+from layerfusion import models
 from layerfusion.study import Study, StudyConfig, cli
-from layerfusion.testing import tiny_model_dir
+from layerfusion.testing import registries_restored, tiny_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Run the study on your model and data"
@@ -28,11 +28,8 @@ WORDS = {"positive": ["good", "great", "fun", "love"], "negative": ["bad", "bori
 @pytest.fixture
 def registries():
     """Both registries, restored after the test (a Study registers the short names of paths)."""
-    saved = dict(models.REGISTRY), dict(data.DATASETS)
-    yield
-    for live, old in zip((models.REGISTRY, data.DATASETS), saved):
-        live.clear()
-        live.update(old)
+    with registries_restored():
+        yield
 
 
 def _reviews(folder: Path, n_train: int = 24, n_test: int = 8) -> Path:

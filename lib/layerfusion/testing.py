@@ -6,7 +6,9 @@ the real path while staying fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 VOCAB_WORDS = (
@@ -101,6 +103,20 @@ def tiny_spec(path: str | Path, arch: str = "llama", padding_side: str = "right"
         licence="test-only",
         path=str(path),
     )
+
+
+@contextlib.contextmanager
+def registries_restored() -> Iterator[None]:
+    """Restore the model and dataset registries on exit: tests that name paths register short names globally."""
+    from layerfusion import data, models
+
+    saved = dict(models.REGISTRY), dict(data.DATASETS)
+    try:
+        yield
+    finally:
+        for live, old in zip((models.REGISTRY, data.DATASETS), saved):
+            live.clear()
+            live.update(old)
 
 
 def _llama_cpp_permute(weight, n_head: int):

@@ -50,7 +50,8 @@ def get_spec(name: str | os.PathLike | ModelSpec, *, text_prefix: str | None = N
 
 
 def _looks_like_path(text: str) -> bool:
-    return text.startswith(("/", "./", "../", "~")) or text.endswith(".gguf") or text.count("/") > 1 or "\\" in text
+    name = text.split("@", 1)[0]  # a revision such as @refs/pr/1 may hold slashes
+    return text.startswith(("/", "./", "../", "~")) or text.endswith(".gguf") or name.count("/") > 1 or "\\" in text
 
 
 def _resolve(text: str, trust_remote_code: bool) -> ModelSpec:
