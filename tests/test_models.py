@@ -570,6 +570,10 @@ def test_add_gives_short_distinct_names(registry, tmp_path, tiny_dir, hub):
     assert models.load("b/model", device="cpu").spec.path == str(b)
     with pytest.raises(ValueError, match="registry entries"):
         models.add(["minilm-l6"], text_prefix="query: ")
+    assert models.add(["org/tiny"], text_prefix="query: ") == ["org/tiny"]
+    assert models.add(["org/tiny"]) == ["org/tiny"] and models.get_spec("org/tiny").text_prefix == "query: "
+    models.add(["org/tiny"], template="Topic of: {text}")  # given again, the conventions are replaced
+    assert models.get_spec("org/tiny").inputs() == {"template": "Topic of: {text}"}
 
 
 # --- input conventions -------------------------------------------------------------------------------------------

@@ -219,15 +219,21 @@ def add(sources: Sequence[str | os.PathLike | ModelSpec], *, text_prefix: str | 
     Registry keys pass through unchanged. A hub id keeps its id as its name; a path gets its last part, with parent
     folders added only where two paths (or a path and another registry entry) would otherwise share a name. After
     this, every engine function accepts the name, so tables show ``my-model`` rather than a long path.
-    ``text_prefix`` / ``template`` apply to the hub ids and paths.
+    ``text_prefix`` / ``template`` apply to the hub ids and paths (given again, they replace earlier ones).
     """
     conventions = {"text_prefix": text_prefix, "template": template}
-    keys = [s for s in sources if not isinstance(s, ModelSpec) and str(s) in REGISTRY]
-    if keys and (text_prefix is not None or template is not None):
+    fresh = text_prefix is not None or template is not None
+
+    def registered(source: Any) -> bool:
+        text = str(source)
+        return text in REGISTRY and not (fresh and (HUB_ID.match(text) or Path(text).expanduser().exists()))
+
+    keys = [str(s) for s in sources if not isinstance(s, ModelSpec) and registered(s)]
+    if keys and fresh:
         raise ValueError(f"text_prefix / template apply to hub ids and paths; {keys} are registry entries: register "
                          "a spec with them instead (models.register(replace(spec, text_prefix=...)))")
-    specs = [s if isinstance(s, ModelSpec) or str(s) in REGISTRY
-             else get_spec(s, **conventions, trust_remote_code=trust_remote_code) for s in sources]
+    specs = [s if isinstance(s, ModelSpec) else str(s) if registered(s)
+             else get_spec(_resolve(str(s), trust_remote_code), **conventions) for s in sources]
     local = [i for i, s in enumerate(specs) if not isinstance(sources[i], ModelSpec) and not isinstance(s, str)
              and s.source in ("local", "local-gguf")]
     ours = {specs[i].path for i in local}
