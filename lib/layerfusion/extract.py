@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from layerfusion import pooling as pooling_mod
+from layerfusion.models.spec import format_texts
 
 logger = logging.getLogger(__name__)
 
@@ -291,6 +292,7 @@ def extract_texts(loaded: Any, texts: Sequence[str], config: ExtractionConfig, p
     from tqdm.auto import tqdm
 
     texts = check_texts(texts)
+    texts = format_texts(loaded.spec, texts, loaded.tokenizer)  # the model's text prefix / template, if any
     layers = resolve_layers(config.layers, int(loaded.model.config.num_hidden_layers) + 1)
     tok = loaded.tokenizer
     ids, truncated = tokenize(tok, texts, config.max_length)
@@ -449,7 +451,8 @@ def embed(model: Any, dataset: Any, split: str | None = None, config: Extraction
           loaded: Any = None, loader: Callable[[], Any] | None = None) -> LayerEmbeddings:
     """Pooled vectors of every kept layer for a dataset split, from the cache or extracted (only missing shards).
 
-    ``model`` is a registry key, a ``ModelSpec`` or a ``LoadedModel``; ``dataset`` a ``datasets.Dataset`` (a
+    ``model`` is a registry key, a hub id, a local folder or ``.gguf`` file (see ``models.get_spec``), a
+    ``ModelSpec`` or a ``LoadedModel``; ``dataset`` a ``datasets.Dataset`` (a
     ``DatasetDict`` with ``split``, or a list of texts). The model is loaded (``config.device``/``dtype``) only when a
     shard is missing, by ``loader`` when given (so a caller embedding many splits can load each model once). A killed
     run resumes without recomputing finished shards; a corrupt shard is rebuilt with a warning. Cache root:
@@ -471,7 +474,7 @@ def embed(model: Any, dataset: Any, split: str | None = None, config: Extraction
         fingerprint = cache_mod.model_fingerprint(spec, cache_dir)
         dtype = models.resolve_dtype(config.dtype, models.resolve_device(config.device))
     model_info = {"key": spec.key, "hf_id": spec.hf_id, "fingerprint": fingerprint,
-                  "dtype": str(dtype).replace("torch.", "")}
+                  "dtype": str(dtype).replace("torch.", ""), **cache_mod.input_conventions(spec)}
     layers = resolve_layers(config.layers, spec.n_layers + 1)
     data_fp = _dataset_fingerprint(split_ds, texts, labels)
     store = cache_mod.EmbeddingCache(paths.cache_dir(cache_dir) / "embeddings")

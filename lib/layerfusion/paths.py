@@ -6,6 +6,7 @@ Each location is a setting with an environment variable, so nothing is hard-code
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 DATA_ENV = "LAYERFUSION_DATA_DIR"
@@ -64,3 +65,23 @@ def results_dir(explicit: str | os.PathLike | None = None) -> Path:
         path = Path(env).expanduser() if env else repo_root() / "results"
     path.mkdir(parents=True, exist_ok=True)
     return path.resolve()
+
+
+def short_names(items: Sequence[str | os.PathLike], taken: Collection[str] = (),
+                key: Callable[[str], str] = str) -> list[str]:
+    """Readable, distinct names for paths (tables, cache folders): each path's last part, with parent folders added
+    only where two different paths would share a name, or where the name (compared as ``key(name)``) is in ``taken``.
+
+    ``["/a/x/model", "/b/y/model", "/c/data"]`` -> ``["x/model", "y/model", "data"]``. The same path twice gets the
+    same name.
+    """
+    parts = [Path(p).expanduser().resolve().parts for p in items]
+    names = []
+    for mine in parts:
+        others = {q for q in parts if q != mine}
+        for k in range(1, len(mine) + 1):
+            name = str(Path(*mine[-k:]))
+            if key(name) not in taken and not any(q[-k:] == mine[-k:] for q in others):
+                break
+        names.append(name)
+    return names

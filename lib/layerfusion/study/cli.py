@@ -15,9 +15,14 @@ NOTEBOOKS = ("00_setup", "01_extraction", "02_layer_analysis", "03_fusion", "04_
 def _study(args: argparse.Namespace):
     from layerfusion.study.features import Study, StudyConfig
 
+    names = tuple(args.model) if getattr(args, "model", None) else None
+    if names and (getattr(args, "text_prefix", None) is not None or getattr(args, "template", None) is not None):
+        from layerfusion import models
+
+        names = tuple(models.add(names, text_prefix=args.text_prefix, template=args.template))
     cfg = StudyConfig.from_profile(
         args.profile,
-        models=tuple(args.model) if getattr(args, "model", None) else None,
+        models=names,
         datasets=tuple(args.dataset) if getattr(args, "dataset", None) else None,
         device=getattr(args, "device", None),
         dtype=getattr(args, "dtype", None),
@@ -120,8 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cache-dir", default=None, help="cache root (default $LAYERFUSION_CACHE_DIR or ~/.cache)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         if data:
-            p.add_argument("--model", action="append", help="model key (repeatable; default: the profile's)")
-            p.add_argument("--dataset", action="append", help="dataset name (repeatable; default: the profile's)")
+            p.add_argument("--model", action="append", help="registry key, hub id (org/name[@revision]), model folder "
+                           "or .gguf file (repeatable; default: the profile's)")
+            p.add_argument("--dataset", action="append", help="dataset name, or a folder with train and test files "
+                           "(repeatable; default: the profile's)")
+            p.add_argument("--text-prefix", default=None, help="prepend this to every text (hub ids and paths; "
+                           "e.g. 'query: ')")
+            p.add_argument("--template", default=None, help="instruction template holding {text}, or 'chat' for "
+                           "the tokenizer's chat template (hub ids and paths)")
             p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
             p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: auto)")
             p.add_argument("--out", default=None, help="also write the table as CSV here")

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import gc
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from layerfusion import data as data_mod
 from layerfusion import extract, models
@@ -53,7 +54,10 @@ class StudyConfig:
             raise ValueError(f"profile {name!r}: unknown keys {unknown}; known keys are {sorted(known)}")
         for key in ("models", "datasets", "poolings"):
             if key in raw:
-                raw[key] = tuple(raw[key])
+                value = raw[key]
+                if isinstance(value, str):  # papermill's -p passes "['a', 'b']" (or "a") as one string
+                    value = yaml.safe_load(value)
+                raw[key] = tuple([value] if isinstance(value, str) else value)
         return cls(**raw)
 
     def as_dict(self) -> dict[str, Any]:
@@ -75,7 +79,9 @@ class Study:
     """Data and features of one profile, loaded lazily and memoised for the life of the object."""
 
     def __init__(self, config: StudyConfig, *, cache_dir: str | None = None, progress: bool = True) -> None:
-        self.config = config
+        # Hub ids and paths get short names that every engine function accepts, so tables read "my-model".
+        self.config = replace(config, models=tuple(models.add(config.models)),
+                              datasets=tuple(data_mod.add(config.datasets)))
         self.cache_dir = cache_dir
         self.progress = progress
         self._data: dict[str, Any] = {}
@@ -171,7 +177,7 @@ class Study:
         """Per dataset and split: rows used by this profile beside the canonical counts, and the class count."""
         rows = []
         for dataset in self.config.datasets:
-            info = data_mod.DATASETS[dataset]
+            info = data_mod.get_info(dataset)
             dd = self.data(dataset)
             n_classes = len(data_mod.label_names(dd))
             for split in SPLITS:
