@@ -122,8 +122,9 @@ def _default_load(spec: Any, **kwargs: Any) -> Any:
 class RayExecutor:
     """Compute missing cache shards on a Ray cluster (an ``embeddings.Executor``); one actor pool per call.
 
-    ``address``: a running cluster (``"auto"``, ``"host:6379"``, ``"ray://host:10001"``) or None for Ray's default
-    (``$RAY_ADDRESS``, else a new local instance). If Ray is already initialised in this process it is used as is.
+    ``address``: a running cluster (``"auto"``, ``"host:6379"``, ``"ray://host:10001"``), or None for Ray's default
+    (``$RAY_ADDRESS``, else a cluster ``ray start`` started on this machine, else a new local instance). If Ray is
+    already initialised in this process it is used as is.
     ``workers``: actors (default: one per GPU, or one per node on CPUs). ``gpus_per_worker``: default 1 where the
     cluster has GPUs and ``device`` is not CPU, else 0. ``cpus_per_worker``: default a fraction of the cluster's
     CPUs that leaves room for Ray Data's own tasks (whole-CPU actors on all CPUs can hang, Ray issue #44687).
@@ -161,10 +162,7 @@ class RayExecutor:
         """Initialise Ray in this process unless it already is; return the ``ray`` module."""
         ray = require_ray()
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
-            if self.address is None:
-                kwargs["include_dashboard"] = False
-            ray.init(address=self.address, **{**kwargs, **self.init_kwargs})
+            ray.init(address=self.address, **{"logging_level": logging.WARNING, **self.init_kwargs})
             self._started = True
         return ray
 

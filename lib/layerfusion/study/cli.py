@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extract", help="extract pooled vectors of every layer into the cache")
     common(p)
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="compute the missing shards on Ray workers (a local Ray instance when no address is given)")
+                   help="compute the missing shards on Ray workers (no ADDRESS: $RAY_ADDRESS, a cluster started "
+                   "on this machine, else a new local Ray instance)")
     p.set_defaults(func=cmd_extract)
     p = sub.add_parser("probe", help="probe every layer, select on validation, report test once")
     common(p)
