@@ -194,7 +194,7 @@ class RayExecutor:
                 raise ValueError(f"RayExecutor gpus_per_worker={gpus} but the cluster has {total_gpus:g} GPUs; "
                                  "lower it, or pass gpus_per_worker=0 for CPU workers")
             workers = self.workers or max(1, int(total_gpus // gpus))
-            device, threads = requested_device or "cuda", self.threads_per_worker
+            device, threads = "cuda", self.threads_per_worker  # each actor sees its own GPU(s) from cuda:0
         else:
             nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
             workers = self.workers or max(1, nodes)
@@ -205,7 +205,7 @@ class RayExecutor:
         return Resources(workers=workers, cpus=float(cpus), gpus=float(gpus), device=device, threads=threads)
 
     def device(self, requested: str | None) -> str:
-        """The device the actors will run on: ``requested``, else CUDA when they get GPUs, else CPU."""
+        """The device the actors will run on: CUDA when they get GPUs, else ``requested`` or CPU."""
         return self.resources(requested).device
 
     def run(self, plans: list[embeddings.EntryPlan], record: embeddings.ShardDone, *, progress: bool = True
