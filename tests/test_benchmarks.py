@@ -129,3 +129,21 @@ def test_probing_benchmark_runs_on_a_toy_stack(monkeypatch, capsys):
     assert "2 Cs" in rows[0]["shape"]
     assert rows[0]["val_acc_max_abs_diff"] <= 0.1
     assert "synthetic" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # starts a local Ray instance and two actor pools (~30-60 s on two cores)
+def test_distributed_benchmark_runs_on_a_tiny_model(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    from layerfusion import models
+
+    pytest.importorskip("ray")
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.setattr(models, "REGISTRY", dict(models.REGISTRY))
+    models.register(tiny_spec(tmp_path / "llama", key="tiny-bench-ray"))
+    distributed = importlib.import_module("benchmarks.distributed")
+    rows = distributed.main(["--model", "tiny-bench-ray", "--dataset", "mr", "--n", "12", "--shard-size", "4",
+                             "--workers", "1", "2", "--max-length", "16"])
+    assert [r["workers"] for r in rows] == [1, 1, 2] and rows[0]["path"] == "single process"
+    assert all(r["identical"] and r["speedup"] > 0 and r["shards"] == 3 for r in rows)
+    assert rows[1]["ray_init_s"] > 0 and "| ray, 2 workers | 2 |" in capsys.readouterr().out

@@ -195,6 +195,15 @@ class CacheEntry:
         ``stats`` (seconds, real_tokens, padded_tokens of the extraction that produced it) is kept with the shard so
         the throughput of the run that filled the cache can be reported later.
         """
+        self.record_shard(i, self.store_shard(i, array, n_truncated=n_truncated, stats=stats))
+
+    def store_shard(self, i: int, array: np.ndarray, *, n_truncated: int, stats: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
+        """Write shard ``i``'s file atomically and return its manifest record, leaving the manifest alone.
+
+        The first half of ``write_shard``, for workers of a distributed run: they write shards without the lock and
+        the process that holds it records them with ``record_shard`` (one manifest writer).
+        """
         expected = (self.shape[0], len(self.rows(i)), *self.shape[1:])
         if array.shape != expected:
             raise ValueError(f"shard {i} has shape {array.shape}, expected {expected}")
@@ -202,11 +211,13 @@ class CacheEntry:
         np.save(buffer, np.ascontiguousarray(array, dtype=np.float16), allow_pickle=False)
         data = buffer.getvalue()
         atomic_write_bytes(self.shard_path(i), data)
-        self.manifest["shards"][str(i)] = {"file": self.shard_path(i).name, "sha256": sha256_bytes(data),
-                                           "rows": [self.rows(i).start, self.rows(i).stop],
-                                           "n_truncated": int(n_truncated),
-                                           "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                           **{k: float(v) for k, v in (stats or {}).items()}}
+        return {"file": self.shard_path(i).name, "sha256": sha256_bytes(data),
+                "rows": [self.rows(i).start, self.rows(i).stop], "n_truncated": int(n_truncated),
+                "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **{k: float(v) for k, v in (stats or {}).items()}}
+
+    def record_shard(self, i: int, record: dict[str, Any]) -> None:
+        """Record a shard written by ``store_shard`` in the manifest (the second half of ``write_shard``)."""
+        self.manifest["shards"][str(i)] = record
         self._save_manifest()
 
     def record_provenance(self, info: dict[str, Any]) -> None:

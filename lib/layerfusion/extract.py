@@ -5,8 +5,8 @@ budget (padded tokens = batch size x longest), runs the ``AutoModel`` under ``to
 kept layer as soon as the layer has run (so only one batch's token states of one layer are alive at a time), stops
 after the deepest requested layer, and restores the input order. On out-of-memory it halves the batch and retries.
 
-``embed`` is the one-call API the notebooks use: it reads the content-addressed cache (``layerfusion.cache``),
-extracts only missing shards, loading the model only if a shard is missing, and returns ``LayerEmbeddings``.
+``embed`` and ``LayerEmbeddings``, the cached one-call API the notebooks use, live in ``layerfusion.embeddings`` and
+stay importable from here.
 
 Hidden-state indices follow ``output_hidden_states``: 0 is the embedding layer (the input of block 0), i is the
 output of block i, and the last index L is ``last_hidden_state`` (after the final norm in Llama-family models).
@@ -14,13 +14,11 @@ output of block i, and the last index L is ``last_hidden_state`` (after the fina
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -357,153 +355,10 @@ def _run_batch(taps: _Taps, loaded: Any, ids: list[list[int]], side: str, accept
     return taps.run(input_ids, mask, kwargs)
 
 
-# --- the cached, one-call API -------------------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    """``extract.embed`` and ``extract.LayerEmbeddings`` (moved to ``layerfusion.embeddings``, imported on use)."""
+    if name in ("embed", "LayerEmbeddings"):
+        from layerfusion import embeddings
 
-
-@dataclass
-class LayerEmbeddings:
-    """Pooled vectors of one model on one dataset split: pooling -> float16 (n, n_layers_kept, d)."""
-
-    vectors: dict[str, np.ndarray]
-    layers: tuple[int, ...]
-    labels: np.ndarray | None
-    n_truncated: int
-    provenance: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
-
-    def _column(self, layer: int) -> int:
-        if layer in self.layers:
-            return self.layers.index(layer)
-        if -len(self.layers) <= layer < 0:
-            return len(self.layers) + layer
-        raise KeyError(f"layer {layer} was not extracted; kept hidden-state indices are {list(self.layers)}")
-
-    def _pooled(self, pooling: str) -> np.ndarray:
-        if pooling not in self.vectors:
-            raise KeyError(f"pooling {pooling!r} was not extracted; available: {sorted(self.vectors)}")
-        return self.vectors[pooling]
-
-    def layer(self, pooling: str, layer: int) -> np.ndarray:
-        """float32 (n, d) vectors of one hidden-state index (negative = position among the kept layers)."""
-        return self._pooled(pooling)[:, self._column(layer)].astype(np.float32)
-
-    def stack(self, pooling: str) -> np.ndarray:
-        """float32 (n, n_layers_kept, d) vectors of every kept layer."""
-        return self._pooled(pooling).astype(np.float32)
-
-    def norms(self, pooling: str) -> np.ndarray:
-        """Mean L2 norm of the vectors per kept layer, (n_layers_kept,) float64 (shows the final-norm jump)."""
-        values = self._pooled(pooling)
-        totals = np.zeros(len(self.layers), dtype=np.float64)
-        for start in range(0, len(values), 4096):
-            chunk = values[start:start + 4096].astype(np.float32)
-            totals += np.linalg.norm(chunk, axis=-1).sum(axis=0)
-        return totals / max(len(values), 1)
-
-    def summary(self) -> dict[str, Any]:
-        """n, layers, dim, poolings, bytes on disk and n_truncated (one row of the extraction table)."""
-        first = next(iter(self.vectors.values()))
-        on_disk = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file()) if self.path else 0
-        run = self.provenance.get("extraction") or {}
-        seconds = float(run.get("seconds", float("nan")))
-        return {"n": int(first.shape[0]), "layers": len(self.layers), "dim": int(first.shape[-1]),
-                "poolings": list(self.vectors), "bytes_on_disk": int(on_disk), "n_truncated": int(self.n_truncated),
-                "extract_seconds": seconds, "real_tokens": float(run.get("real_tokens", float("nan"))),
-                "texts_per_s": int(first.shape[0]) / seconds if seconds > 0 else float("nan"),
-                "tokens_per_s": float(run.get("real_tokens", float("nan"))) / seconds if seconds > 0
-                else float("nan")}
-
-
-def _texts_labels(dataset: Any, split: str | None) -> tuple[Any, list[str], np.ndarray | None]:
-    """The split, its texts and labels from a ``datasets.Dataset``, ``DatasetDict`` + split, or a list of str."""
-    import datasets
-
-    if isinstance(dataset, (datasets.DatasetDict, dict)):
-        if split is None or split not in dataset:
-            raise ValueError(f"dataset is a DatasetDict with splits {list(dataset.keys())}; pass split=<one of them>")
-        dataset = dataset[split]
-    if hasattr(dataset, "column_names"):
-        if "text" not in dataset.column_names:
-            raise ValueError(f"dataset has no 'text' column (columns: {dataset.column_names})")
-        labels = np.asarray(dataset["label"]) if "label" in dataset.column_names else None
-        return dataset, check_texts(dataset["text"]), labels
-    return None, check_texts(dataset), None
-
-
-def _dataset_fingerprint(split_ds: Any, texts: list[str], labels: np.ndarray | None) -> str:
-    """``layerfusion.data.fingerprint`` when available, else sha256 over texts and labels."""
-    if split_ds is not None:
-        try:
-            from layerfusion.data import fingerprint
-        except ImportError:
-            fingerprint = None
-        if fingerprint is not None:
-            return str(fingerprint(split_ds))
-    h = hashlib.sha256()
-    for i, text in enumerate(texts):
-        h.update(text.encode("utf-8"))
-        h.update(b"\x00" + (str(int(labels[i])) if labels is not None else "").encode() + b"\x1e")
-    return "texts-labels:" + h.hexdigest()
-
-
-def embed(model: Any, dataset: Any, split: str | None = None, config: ExtractionConfig | None = None, *,
-          dataset_name: str | None = None, cache_dir: str | Path | None = None, progress: bool = True,
-          loaded: Any = None, loader: Callable[[], Any] | None = None) -> LayerEmbeddings:
-    """Pooled vectors of every kept layer for a dataset split, from the cache or extracted (only missing shards).
-
-    ``model`` is a registry key, a hub id, a local folder or ``.gguf`` file (see ``models.get_spec``), a
-    ``ModelSpec`` or a ``LoadedModel``; ``dataset`` a ``datasets.Dataset`` (a
-    ``DatasetDict`` with ``split``, or a list of texts). The model is loaded (``config.device``/``dtype``) only when a
-    shard is missing, by ``loader`` when given (so a caller embedding many splits can load each model once). A killed
-    run resumes without recomputing finished shards; a corrupt shard is rebuilt with a warning. Cache root:
-    ``<cache_dir>/embeddings``.
-    """
-    from tqdm.auto import tqdm
-
-    from layerfusion import cache as cache_mod
-    from layerfusion import models, paths
-
-    config = config or ExtractionConfig()
-    if isinstance(model, models.LoadedModel):
-        loaded, model = model, model.spec
-    spec = loaded.spec if loaded is not None else models.get_spec(model)
-    split_ds, texts, labels = _texts_labels(dataset, split)
-    if loaded is not None:
-        fingerprint, dtype = loaded.fingerprint, loaded.dtype
-    else:
-        fingerprint = cache_mod.model_fingerprint(spec, cache_dir)
-        dtype = models.resolve_dtype(config.dtype, models.resolve_device(config.device))
-    model_info = {"key": spec.key, "hf_id": spec.hf_id, "fingerprint": fingerprint,
-                  "dtype": str(dtype).replace("torch.", ""), **cache_mod.input_conventions(spec)}
-    layers = resolve_layers(config.layers, spec.n_layers + 1)
-    data_fp = _dataset_fingerprint(split_ds, texts, labels)
-    store = cache_mod.EmbeddingCache(paths.cache_dir(cache_dir) / "embeddings")
-    entry = store.entry(model_info, config, layers, data_fp, n=len(texts), hidden=spec.hidden_size,
-                        dataset_name=dataset_name or "dataset", split=split or "split")
-    with entry.locked():
-        shards = {i: entry.read_shard(i) for i in range(entry.n_shards)}
-        missing = [i for i, arr in shards.items() if arr is None]
-        if missing:
-            if loaded is None:
-                loaded = (loader() if loader is not None
-                          else models.load(spec, device=config.device, dtype=config.dtype, cache_dir=cache_dir))
-                if loaded.fingerprint != fingerprint:
-                    raise ValueError(f"model {spec.key!r}: loaded weights have fingerprint {loaded.fingerprint}, "
-                                     f"expected {fingerprint}; clear {entry.path} and retry")
-            entry.record_provenance(cache_mod.provenance(loaded, config, data_fp, dataset_name, split))
-            total = sum(len(entry.rows(i)) for i in missing)
-            with tqdm(total=total, desc=f"embed {spec.key} {dataset_name or ''} {split or ''}".rstrip(),
-                      unit="text", disable=not progress) as bar:
-                for i in missing:
-                    rows = entry.rows(i)
-                    result = extract_texts(loaded, [texts[j] for j in rows], config, progress, bar=bar)
-                    stacked = np.stack([result[p] for p in config.poolings]).astype(np.float16)
-                    entry.write_shard(i, stacked, n_truncated=result.n_truncated,
-                                      stats={"seconds": result.seconds, "real_tokens": result.real_tokens,
-                                             "padded_tokens": result.padded_tokens})
-                    shards[i] = stacked
-        entry.finish()
-    joined = np.concatenate([shards[i] for i in range(entry.n_shards)], axis=1)
-    vectors = {p: joined[k] for k, p in enumerate(config.poolings)}
-    return LayerEmbeddings(vectors=vectors, layers=layers, labels=labels, n_truncated=entry.n_truncated,
-                           provenance={**entry.provenance(), "extraction": entry.extraction_stats()}, path=entry.path)
+        return getattr(embeddings, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

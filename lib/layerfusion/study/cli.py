@@ -39,7 +39,31 @@ def _show(frame: pd.DataFrame, out: str | None) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        return _extract_on_ray(args)
     _show(_study(args).extract_all(), args.out)
+    return 0
+
+
+def _extract_on_ray(args: argparse.Namespace) -> int:
+    """``extract --ray [ADDRESS]``: fill the cache on Ray workers, one actor pool per model, then read it here."""
+    from layerfusion import distributed, embeddings
+    from layerfusion.study.features import SPLITS
+
+    try:
+        executor = distributed.RayExecutor(args.ray or None)
+    except ImportError as exc:
+        print(f"layerfusion: error: {exc}", file=sys.stderr)
+        return 2
+    with executor:
+        args.device = executor.device(args.device)  # the workers' device sets the dtype in the cache key
+        study = _study(args)
+        for model in study.config.models:
+            plans = [embeddings.plan(model, study.data(name)[split], split, study.config.extraction_config(name),
+                                     dataset_name=name, cache_dir=study.cache_dir, device=args.device)
+                     for name in study.config.datasets for split in SPLITS]
+            embeddings.embed_all(plans, executor=executor, progress=study.progress)
+    _show(study.extract_all(), args.out)
     return 0
 
 
@@ -139,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="extract pooled vectors of every layer into the cache")
     common(p)
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="compute the missing shards on Ray workers (no ADDRESS: $RAY_ADDRESS, a cluster started "
+                   "on this machine, else a new local Ray instance)")
     p.set_defaults(func=cmd_extract)
     p = sub.add_parser("probe", help="probe every layer, select on validation, report test once")
     common(p)
