@@ -159,7 +159,7 @@ def test_every_module_is_importable_lazily_and_in_the_api_reference() -> None:
         if parts and not any(p.startswith("_") for p in parts):
             on_disk.add("layerfusion." + ".".join(parts))
     assert on_disk <= documented, f"modules missing from the API page: {sorted(on_disk - documented)}"
-    assert "```{package-api} layerfusion" in (REPO / "book" / "api.md").read_text()
+    assert ".. package-api:: layerfusion" in (REPO / "book" / "api.md").read_text()
     config = yaml.safe_load((REPO / "_config.yml").read_text())
     assert config["sphinx"]["local_extensions"] == {"api_reference": "book/_ext"}
     chapters = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))

@@ -1,6 +1,7 @@
 """Sphinx extension: the book's API reference, generated at build time from a walk over the ``layerfusion`` package.
 
-``book/api.md`` holds one directive, ``package-api``, naming the package; this extension replaces it by an
+``book/api.md`` holds one directive, ``package-api`` (in an ``eval-rst`` block, so its output is parsed as
+reStructuredText), naming the package; this extension replaces it by an
 ``automodule`` block per public module (every module or package whose dotted name has no part starting with ``_``),
 grouped into the engine, the study and the study's chapters, alphabetically within a group. A new module therefore
 appears in the book without anyone editing ``api.md``. Sphinx's own ``autosummary`` writes one page per module into
@@ -45,14 +46,20 @@ def groups(package: str) -> list[tuple[str, list[str]]]:
 
 
 def rst(package: str) -> list[str]:
-    """The reStructuredText the directive stands for: a section per group, a subsection per module."""
+    """The reStructuredText the directive stands for: a section per group, a subsection per module.
+
+    A package is documented by what it defines itself (``ignore-module-all``): the names it re-exports from its
+    modules are documented there, once.
+    """
     lines: list[str] = []
     for title, members in groups(package):
         lines += [title, "=" * len(title), ""]
         for name in members:
             heading = f"``{name}``"
+            options = OPTIONS + ((":ignore-module-all:",) if hasattr(importlib.import_module(name), "__path__")
+                                 else ())
             lines += [heading, "-" * len(heading), "", f".. automodule:: {name}"]
-            lines += [f"   {option}" for option in OPTIONS] + [""]
+            lines += [f"   {option}" for option in options] + [""]
     return lines
 
 

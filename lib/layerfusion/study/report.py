@@ -9,7 +9,6 @@ every number the prose quotes, so no number in the book is typed by hand.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,9 +169,8 @@ class Chapter:
 
 
 def _notebook_display() -> None:
-    """Figures inline, wide tables, and no tqdm notice about missing widgets, when running in a Jupyter kernel."""
+    """Figures inline and wide tables, when running in a Jupyter kernel."""
     pd.set_option("display.max_columns", 40, "display.width", 200, "display.precision", 4)
-    warnings.filterwarnings("ignore", message="IProgress not found")
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover - IPython comes with the notebook stack

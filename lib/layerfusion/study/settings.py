@@ -138,8 +138,9 @@ def from_mapping(cls: type, raw: Any) -> Any:
     return cls(**raw)
 
 
-class _Settings:
-    """Mixin for the settings dataclasses: coerce every field to its annotation, then ``check`` the values."""
+class SettingsBlock:
+    """Base of every settings dataclass: after ``__init__``, each field is coerced to its annotation (lists become
+    tuples, mappings become the nested block) and ``check`` tests the values; errors name the field's path."""
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -183,7 +184,7 @@ def _non_empty(block: Any, *names: str) -> None:
 # -- the blocks ----------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Subsample(_Settings):
+class Subsample(SettingsBlock):
     """Rows to keep of each split of one dataset (stratified, seeded); ``None`` keeps the whole split."""
 
     train: int | None = None
@@ -195,7 +196,7 @@ class Subsample(_Settings):
 
 
 @dataclass(frozen=True)
-class ProbeSettings(_Settings):
+class ProbeSettings(SettingsBlock):
     """The all-layer logistic probe's solver (``probe.LayerwiseProbe``): C grid, L-BFGS iterations, tolerance.
 
     Defaults are the probe's own; every shipped profile states its values.
@@ -219,7 +220,7 @@ class ProbeSettings(_Settings):
 
 
 @dataclass(frozen=True)
-class AuthorsProtocol(_Settings):
+class AuthorsProtocol(SettingsBlock):
     """The authors' protocol for contrast: the paper's MLP head trained ``epochs`` epochs on the last layer."""
 
     epochs: int = _default_of("probe.MLPHead", "epochs")
@@ -230,7 +231,7 @@ class AuthorsProtocol(_Settings):
 
 
 @dataclass(frozen=True)
-class GreedySettings(_Settings):
+class GreedySettings(SettingsBlock):
     """A greedy forward search on validation: the ``top_layers`` best layers of each model are the candidates, at
     most ``max_units`` are chosen, within ``budget_dims`` feature dimensions when given."""
 
@@ -243,7 +244,7 @@ class GreedySettings(_Settings):
 
 
 @dataclass(frozen=True)
-class FusionSettings(_Settings):
+class FusionSettings(SettingsBlock):
     """The fusion chapter: operators (names in ``fusion.OPERATORS``), seeds, the classifier's size and training, and
     the greedy search over (model, layer) units."""
 
@@ -264,7 +265,7 @@ class FusionSettings(_Settings):
 
 
 @dataclass(frozen=True)
-class OverheadSettings(_Settings):
+class OverheadSettings(SettingsBlock):
     """The overhead chapter's measurements. ``model`` / ``dataset`` default to the profile's first; ``max_length``
     and ``token_budget`` (the values the scaling curves sweep) default to the profile's own single value."""
 
@@ -283,7 +284,7 @@ class OverheadSettings(_Settings):
 
 
 @dataclass(frozen=True)
-class StudyConfig(_Settings):
+class StudyConfig(SettingsBlock):
     """All settings of one profile; recorded with every results file through the chapter's run record.
 
     ``subsample`` and ``max_length`` map dataset names (of ``datasets``) to their block; a dataset without an entry
