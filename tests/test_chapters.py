@@ -125,3 +125,18 @@ def test_fusion_chapter_runs_with_an_operator_that_needs_equal_widths(tiny_study
     chosen = fused.greedy.dropna(subset=["chosen_test_accuracy"])
     assert len(chosen) == 1 and all("@" in unit for units in fused.greedy["units"] for unit in units)
     assert list(fused.greedy["cost"].iloc[:1]) in ([32.0], [16.0])
+
+
+def test_cli_takes_a_profile_path_and_refuses_a_typo_at_depth(tmp_path, capsys):
+    raw = yaml.safe_load((REPO / "params" / "ci.yaml").read_text())
+    good = tmp_path / "mine.yaml"
+    good.write_text(yaml.safe_dump({**raw, "profile": "mine"}))
+    args = cli.build_parser().parse_args(["extract", "--profile", str(good), "--model", "minilm-l6", "--quiet"])
+    study = cli._study(args)
+    assert study.config.profile == "mine" and study.config.models == ("minilm-l6",)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**raw, "probe": {**raw["probe"], "Cz": [1.0]}}))
+    assert cli.main(["probe", "--profile", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"layerfusion: error: profile 'ci' ({bad}): probe.Cz: unknown setting; allowed keys here")
+    assert err.count("\n") == 1
