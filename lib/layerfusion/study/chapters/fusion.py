@@ -165,7 +165,8 @@ def _controls(study: Study, dataset: str, runner: _Runner, units: dict, models: 
                          "models": list(names), "dim": int(dim), "test_mean": float(np.mean(accs)),
                          "test_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan")})
     ranked = per_layer[(per_layer["dataset"] == dataset) & (per_layer["model"] == best)
-                       & (per_layer["pooling"] == study.config.primary_pooling)].sort_values("val_accuracy", ascending=False)
+                       & (per_layer["pooling"] == study.config.primary_pooling)]
+    ranked = ranked.sort_values("val_accuracy", ascending=False)
     top2 = [int(x) for x in ranked["layer"].head(2)]
     feats = {s: [study.layer_matrix(best, dataset, s, layer) for layer in top2] for s in SPLITS}
     accs = [runner.fit([best, best], "concat", seed, features=feats)["test_accuracy"] for seed in seeds]
