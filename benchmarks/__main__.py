@@ -1,12 +1,12 @@
 """``python -m benchmarks``: run every benchmark module in ``benchmarks/`` and print one table of ratios.
 
 Convention (the only coupling between benchmark modules and this runner): each module ``benchmarks/<name>.py``
-exposes ``main(argv=None)``, which runs with small default sizes when given ``[]`` and prints its table. Ratios are
-comparisons measured in the same run (ours vs the authors'-style baseline), so they survive a noisy shared machine
-where absolute times do not. The runner collects ratio rows from what ``main`` returns (a DataFrame, a list of dicts
-or a dict) or else from what it prints: a markdown (``| a | b |``) or whitespace-aligned (pandas ``to_string``) table
-with a column whose name contains "ratio", "speedup" or "×", or a ``name: value`` line whose name does.
-A module that is absent or has no ``main`` is reported as skipped; one that raises is reported as failed (exit 1).
+exposes ``main(argv=None)``, which runs with small default sizes when given ``[]``, prints its own table for people
+and returns its measurements as rows (a list of dicts, a DataFrame or one dict). The runner reads the ratios from
+those rows, never from the printed text: every key whose name contains "ratio", "speedup" or "×" is a ratio, and a
+row's string fields name it. Ratios are comparisons measured in the same run (ours vs the authors'-style baseline),
+so they survive a noisy shared machine where absolute times do not. A module that is absent or has no ``main`` is
+reported as skipped; one that raises is reported as failed (exit 1).
 """
 
 from __future__ import annotations
@@ -21,14 +21,10 @@ import re
 import sys
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 EXPECTED = ("extraction", "probing")
 _RATIO_WORD = re.compile(r"ratio|speed-?up|×", re.IGNORECASE)
-_NUMBER = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(?:x|×)?\s*$")
-_KEY_VALUE = re.compile(r"^\s*([^:=|]*?(?:ratio|speed-?up|×)[^:=|]*?)\s*[:=]\s*(\S+)\s*$", re.IGNORECASE)
-_MD_RULE = re.compile(r"^\|?\s*:?-{3,}")
 
 
 @dataclass
@@ -38,28 +34,8 @@ class BenchResult:
     name: str
     status: str
     message: str = ""
-    output: str = ""
     returned: Any = None
     ratios: list[dict[str, Any]] = field(default_factory=list)
-
-
-class _Tee(io.TextIOBase):
-    """Write to a buffer and, when ``echo``, to the real stdout too (the module's own table stays visible)."""
-
-    def __init__(self, echo: bool) -> None:
-        self.buffer_ = io.StringIO()
-        self.echo = echo
-        self._out = sys.stdout
-
-    def write(self, s: str) -> int:
-        self.buffer_.write(s)
-        if self.echo:
-            self._out.write(s)
-        return len(s)
-
-    def flush(self) -> None:
-        if self.echo:
-            self._out.flush()
 
 
 def discover(package: str = "benchmarks", expected: tuple[str, ...] = EXPECTED) -> list[str]:
@@ -67,79 +43,6 @@ def discover(package: str = "benchmarks", expected: tuple[str, ...] = EXPECTED) 
     pkg = importlib.import_module(package)
     found = {m.name for m in pkgutil.iter_modules(list(pkg.__path__)) if not m.name.startswith("_")}
     return sorted(found | set(expected))
-
-
-def _parse_number(cell: str) -> float | None:
-    match = _NUMBER.match(cell.replace(",", ""))
-    return float(match.group(1)) if match else None
-
-
-def _rows_from_table(header: list[str], rows: list[list[str]]) -> list[dict[str, Any]]:
-    ratio_cols = [i for i, h in enumerate(header) if _RATIO_WORD.search(h)]
-    out = []
-    for cells in rows:
-        if len(cells) > len(header):
-            cells = cells[len(cells) - len(header):]
-        if len(cells) != len(header):
-            continue
-        label = " / ".join(c for i, c in enumerate(cells) if i not in ratio_cols and c and _parse_number(c) is None)
-        for i in ratio_cols:
-            value = _parse_number(cells[i])
-            if value is not None:
-                out.append({"row": label or "-", "metric": header[i], "ratio": value})
-    return out
-
-
-def _split_md(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
-
-
-def _markdown_table(lines: list[str], i: int) -> tuple[list[dict[str, Any]], int]:
-    """Ratio rows of the pipe table whose header is ``lines[i]``, and the index after the table."""
-    header, body, j = _split_md(lines[i]), [], i + 1
-    while j < len(lines) and lines[j].strip().startswith("|"):
-        if not _MD_RULE.match(lines[j].strip()):
-            body.append(_split_md(lines[j]))
-        j += 1
-    return _rows_from_table(header, body), j
-
-
-def _whitespace_table(lines: list[str], i: int) -> tuple[list[dict[str, Any]], int]:
-    """Ratio rows of the aligned table (pandas ``to_string``) whose header is ``lines[i]``; rows end at a blank
-    line or a line with a different number of cells (an index column is allowed)."""
-    header, body, j = re.split(r"\s{2,}", lines[i].strip()), [], i + 1
-    while j < len(lines) and lines[j].strip() and not lines[j].strip().startswith("|"):
-        cells = re.split(r"\s{2,}", lines[j].strip())
-        if len(cells) - len(header) not in (0, 1):
-            break
-        body.append(cells)
-        j += 1
-    return _rows_from_table(header, body), j
-
-
-def ratio_rows_from_text(text: str) -> list[dict[str, Any]]:
-    """Ratio rows printed in ``text`` (markdown or whitespace tables with a ratio column, or ``name: value``)."""
-    lines = text.splitlines()
-    out: list[dict[str, Any]] = []
-    i = 0
-    while i < len(lines):
-        stripped = lines[i].strip()
-        if not stripped or not _RATIO_WORD.search(stripped):
-            i += 1
-            continue
-        if stripped.startswith("|"):
-            rows, i = _markdown_table(lines, i)
-            out += rows
-            continue
-        kv = _KEY_VALUE.match(stripped)
-        if kv and _parse_number(kv.group(2)) is not None:
-            out.append({"row": "-", "metric": kv.group(1).strip(), "ratio": _parse_number(kv.group(2))})
-            i += 1
-            continue
-        rows, j = _whitespace_table(lines, i)
-        out += rows
-        i = j if rows else i + 1
-    return out
 
 
 def ratio_rows_from_value(value: Any) -> list[dict[str, Any]]:
@@ -168,7 +71,7 @@ def ratio_rows_from_value(value: Any) -> list[dict[str, Any]]:
 
 def run_module(name: str, argv: list[str] | None = None, *, package: str = "benchmarks",
                echo: bool = True) -> BenchResult:
-    """Import ``package.name``, call its ``main(argv)`` with stdout captured, and collect its ratio rows."""
+    """Import ``package.name``, call its ``main(argv)`` (its printed table shown when ``echo``), collect its ratios."""
     qualified = f"{package}.{name}"
     try:
         module = importlib.import_module(qualified)
@@ -181,21 +84,20 @@ def run_module(name: str, argv: list[str] | None = None, *, package: str = "benc
     main = getattr(module, "main", None)
     if not callable(main):
         return BenchResult(name, "skipped", "no main(argv)")
-    tee = _Tee(echo)
+    quiet = contextlib.nullcontext() if echo else contextlib.redirect_stdout(io.StringIO())
     try:
-        with contextlib.redirect_stdout(tee):
+        with quiet:
             returned = main(list(argv or []))
     except SystemExit as exc:
         if exc.code not in (None, 0):
-            return BenchResult(name, "failed", f"exited with {exc.code}", tee.buffer_.getvalue())
+            return BenchResult(name, "failed", f"exited with {exc.code}")
         returned = None
     except Exception as err:  # noqa: BLE001
         traceback.print_exc()
-        return BenchResult(name, "failed", f"{type(err).__name__}: {err}", tee.buffer_.getvalue())
-    output = tee.buffer_.getvalue()
-    ratios = ratio_rows_from_value(returned) or ratio_rows_from_text(output)
-    message = "" if ratios else "ran, but printed no ratio rows"
-    return BenchResult(name, "ok", message, output, returned, ratios)
+        return BenchResult(name, "failed", f"{type(err).__name__}: {err}")
+    ratios = ratio_rows_from_value(returned)
+    message = "" if ratios else "ran, but returned no ratio rows"
+    return BenchResult(name, "ok", message, returned, ratios)
 
 
 def summary_table(results: list[BenchResult]) -> str:
@@ -209,14 +111,14 @@ def summary_table(results: list[BenchResult]) -> str:
     return "\n".join(lines)
 
 
-def _hardware_line() -> str:
-    try:
-        from layerfusion.overhead import hardware
-    except ImportError:
-        return ""
+def hardware_line() -> str:
+    """The machine the ratios were measured on, from ``layerfusion.provenance`` (the record results files carry)."""
+    from layerfusion.provenance import hardware, versions
+
     hw = hardware()
-    parts = [str(hw.get(k)) for k in ("cpu", "cpu_count", "gpu", "torch") if hw.get(k) is not None]
-    return "hardware: " + ", ".join(parts)
+    parts = [hw["cpu"], f"{hw['logical_cores']} cores", f"flags {' '.join(hw['cpu_flags']) or 'none'}",
+             f"GPU {hw['gpu'] or 'none'}", f"torch {versions()['torch']}"]
+    return "hardware: " + ", ".join(str(p) for p in parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {res.status} ({res.message})")
         results.append(res)
     print("\n== summary: ratios measured in this run ==")
-    hw = _hardware_line()
-    if hw:
-        print(hw)
+    print(hardware_line())
     print(summary_table(results))
     return 1 if any(r.status == "failed" for r in results) else 0
 

@@ -1,5 +1,6 @@
-"""Tests for benchmarks/: the ``python -m benchmarks`` runner (on fake modules) and the benchmark modules
-themselves at toy sizes (their timings mean nothing there; they must run end to end and report)."""
+"""Tests for benchmarks/: the ``python -m benchmarks`` runner (on fake modules: ratios come from the rows ``main``
+returns, hardware from ``layerfusion.provenance``) and the benchmark modules themselves at toy sizes (their timings
+mean nothing there; they must run end to end and report)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from layerfusion.testing import tiny_spec
 REPO = Path(__file__).resolve().parents[1]
 
 _FAKE_MODULES = {
-    "md": (
+    "rows": (
         "def main(argv=None):\n"
-        "    print('| setting | seconds | speed-up ratio |')\n"
-        "    print('|---|---:|---:|')\n"
-        "    print('| authors style | 2.0 | 1.00 |')\n"
-        "    print('| ours | 0.5 | 4.0x |')\n"
+        "    print('| setting | speed-up ratio |')\n"
+        "    print('| printed only | 99.0 |')\n"
+        "    return [{'setting': 'authors style', 'seconds': 2.0, 'speedup': 1.0},\n"
+        "            {'setting': 'ours', 'seconds': 0.5, 'speedup': 4.0, 'memory ratio': float('nan')}]\n"
     ),
     "frame": (
         "import pandas as pd\n"
@@ -28,14 +29,13 @@ _FAKE_MODULES = {
         "    print(df.to_string())\n"
         "    return df\n"
     ),
-    "plain": (
-        "import pandas as pd\n"
+    "printed": (
         "def main(argv=None):\n"
-        "    print(pd.DataFrame({'setting': ['authors style', 'ours all layers'], 'time ratio': [1.0, 0.3]})"
-        ".to_string())\n"
+        "    print('| setting | speed-up ratio |')\n"
+        "    print('| ours | 4.0 |')\n"
         "    print('overall speedup: 3.5')\n"
     ),
-    "argv": "def main(argv=None):\n    assert argv == []\n    print('nothing to compare')\n",
+    "argv": "def main(argv=None):\n    assert argv == []\n    return {'what': 'nothing to compare'}\n",
     "nomain": "X = 1\n",
     "boom": "def main(argv=None):\n    raise RuntimeError('kaput')\n",
     "badimport": "import layerfusion_no_such_module\ndef main(argv=None):\n    pass\n",
@@ -62,23 +62,17 @@ def test_bench_discover_lists_public_modules_and_expected(bench):
     assert bench.discover("fakebench_lf", expected=("missing",)) == sorted([*_FAKE_MODULES, "missing"])
 
 
-def test_bench_collects_markdown_ratio_rows(bench):
-    res = bench.run_module("md", package="fakebench_lf", echo=False)
+def test_bench_reads_ratios_from_the_returned_rows_not_the_printed_table(bench, capsys):
+    res = bench.run_module("rows", package="fakebench_lf", echo=True)
     assert res.status == "ok"
-    assert [(r["row"], r["ratio"]) for r in res.ratios] == [("authors style", 1.0), ("ours", 4.0)]
-    assert {r["metric"] for r in res.ratios} == {"speed-up ratio"}
-
-
-def test_bench_prefers_returned_frame(bench):
-    res = bench.run_module("frame", package="fakebench_lf", echo=False)
-    assert res.ratios == [{"row": "tiny", "metric": "memory ratio", "ratio": 0.25}]
-
-
-def test_bench_parses_whitespace_table_and_key_value(bench):
-    res = bench.run_module("plain", package="fakebench_lf", echo=False)
-    got = [(r["row"], r["metric"], r["ratio"]) for r in res.ratios]
-    assert got == [("authors style", "time ratio", 1.0), ("ours all layers", "time ratio", 0.3),
-                   ("-", "overall speedup", 3.5)]
+    assert res.ratios == [{"row": "authors style", "metric": "speedup", "ratio": 1.0},
+                          {"row": "ours", "metric": "speedup", "ratio": 4.0}]
+    assert "| printed only | 99.0 |" in capsys.readouterr().out
+    frame = bench.run_module("frame", package="fakebench_lf", echo=False)
+    assert frame.ratios == [{"row": "tiny", "metric": "memory ratio", "ratio": 0.25}]
+    printed = bench.run_module("printed", package="fakebench_lf", echo=False)
+    assert printed.status == "ok" and printed.ratios == [] and "returned no ratio rows" in printed.message
+    assert capsys.readouterr().out == ""
 
 
 def test_bench_statuses(bench):
@@ -92,11 +86,22 @@ def test_bench_statuses(bench):
 
 
 def test_bench_summary_table_has_ratio_and_status_rows(bench):
-    results = [bench.run_module(n, package="fakebench_lf", echo=False) for n in ("md", "nomain", "boom")]
+    results = [bench.run_module(n, package="fakebench_lf", echo=False) for n in ("rows", "nomain", "boom")]
     table = bench.summary_table(results)
-    assert "| md | ours | speed-up ratio | 4 |" in table
+    assert "| rows | ours | speedup | 4 |" in table
     assert "| nomain | (skipped) | no main(argv) | |" in table
     assert "| boom | (failed) |" in table
+
+
+def test_bench_hardware_line_reads_the_provenance_record(bench, monkeypatch):
+    from layerfusion import provenance
+
+    assert bench.hardware_line().startswith(f"hardware: {provenance.cpu_model()}, ")
+    monkeypatch.setattr(provenance, "hardware", lambda: {
+        "cpu": "Test CPU", "cpu_flags": ["avx2", "avx512f"], "logical_cores": 2, "torch_threads": 2,
+        "ram_gib": 8.0, "gpu": None, "gpu_memory_gib": None, "platform": "test"})
+    monkeypatch.setattr(provenance, "versions", lambda: {"torch": "9.9"})
+    assert bench.hardware_line() == "hardware: Test CPU, 2 cores, flags avx2 avx512f, GPU none, torch 9.9"
 
 
 # the benchmark modules themselves, at toy sizes (their timings mean nothing here; they must run and report) -------

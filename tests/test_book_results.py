@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from layerfusion.study.chapters import notebooks
+
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTED = ROOT / "book" / "executed"
 RESULTS = ROOT / "results" / "default"
-CHAPTERS = {"00_setup": "setup", "01_extraction": "extraction", "02_layer_analysis": "layer_analysis",
-            "03_fusion": "fusion", "04_overhead": "overhead", "05_discussion": "discussion"}
+CHAPTERS = notebooks(ROOT / "notebooks")
 
 
 def glued(path: Path) -> dict[str, str]:

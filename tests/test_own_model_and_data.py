@@ -18,6 +18,7 @@ import pytest
 
 from layerfusion import models
 from layerfusion.study import Study, StudyConfig, cli
+from layerfusion.study.chapters import extraction, setup
 from layerfusion.testing import registries_restored, tiny_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,12 +52,12 @@ def test_study_takes_model_folders_and_data_folders(tmp_path, registries):
     cfg = StudyConfig.from_profile("ci", models=(str(first), str(second)), datasets=(str(reviews),))
     study = Study(cfg, cache_dir=str(tmp_path / "cache"), progress=False)
     assert study.config.models == ("a/model", "b/model") and study.config.datasets == ("reviews",)
-    table = study.extract_all()
+    table = extraction.extract_all(study)
     assert set(table["model"]) == {"a/model", "b/model"} and set(table["dataset"]) == {"reviews"}
     assert list(table["n"]) == [19, 5, 8] * 2  # validation_size 0.2 of 24 train rows
     stored = sorted(p.parent.parent.name for p in (tmp_path / "cache" / "embeddings").glob("*/*/manifest.json"))
     assert stored == ["a_model"] * 3 + ["b_model"] * 3  # distinct cache entries per model and split
-    sizes = study.dataset_table()
+    sizes = setup.dataset_table(study)
     assert list(sizes["rows used"]) == [19, 5, 8] and sizes["canonical train"].isna().all()
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from layerfusion.study import claims, cli, report
+from layerfusion.study.chapters import extraction
 from layerfusion.study.chapters import fusion as fusion_analysis
 from layerfusion.study.chapters import layer_analysis
 from layerfusion.study.chapters import overhead as overhead_analysis
@@ -22,6 +23,7 @@ def test_profile_config_reads_every_shipped_profile():
         assert set(cfg.datasets) <= {"sst2", "mr", "r8", "r52"}
         ext = cfg.extraction_config(cfg.datasets[0])
         assert ext.max_length == cfg.max_length[cfg.datasets[0]]
+        assert ext.token_budget == cfg.token_budget and ext.poolings == cfg.poolings
         json.dumps(cfg.as_dict())
 
 
@@ -45,12 +47,27 @@ def _summary(best_is_last: list[bool], p: list[float], delta: list[float], depth
 
 
 def test_layer_claim_rules():
-    supported = claims.layer_claim(_summary([False] * 4, [0.01, 0.2, 0.3, 0.5], [0.1] * 4, [0.3, 0.6, 0.8, 0.5]))
+    supported = claims.layer_claim(_summary([False] * 4, [0.01, 0.2, 0.3, 0.5], [0.1] * 4, [0.3, 0.6, 0.8, 0.5]),
+                                   "mean")
     assert supported["verdict"] == "supported" and "4/4" in supported["evidence"]
-    no_sig = claims.layer_claim(_summary([False] * 4, [0.5] * 4, [0.01] * 4, [0.3, 0.6, 0.8, 0.5]))
+    no_sig = claims.layer_claim(_summary([False] * 4, [0.5] * 4, [0.01] * 4, [0.3, 0.6, 0.8, 0.5]), "mean")
     assert no_sig["verdict"] == "partly supported"
-    last = claims.layer_claim(_summary([True] * 4, [1.0] * 4, [0.0] * 4, [1.0] * 4))
+    last = claims.layer_claim(_summary([True] * 4, [1.0] * 4, [0.0] * 4, [1.0] * 4), "mean")
     assert last["verdict"] == "not supported"
+
+
+def test_layer_prose_and_claim_quote_the_same_numbers():
+    """The chapter's headline is ``claims.layer_facts`` rounded, and the verdict's evidence quotes those facts."""
+    summary = _summary([False, True, False, False], [0.01, 0.2, 0.03, 0.5], [0.1, 0.0, 0.2, -0.1], [0.3, 1.0, 0.8, 0.5])
+    summary = pd.concat([summary, summary.assign(pooling="last", best_is_last=True)], ignore_index=True)
+    facts = claims.layer_facts(summary, "mean")
+    assert layer_analysis.headline(summary, "mean") == {k: round(v, 3) if isinstance(v, float) else v
+                                                        for k, v in facts.items()}
+    evidence = claims.layer_claim(summary, "mean")["evidence"]
+    assert f"not the last in {facts['n_not_last']}/{facts['n_cells']}" in evidence
+    assert f"significantly better than the last in {facts['n_significant']}/{facts['n_cells']}" in evidence
+    assert facts["n_cells"] == 4 and facts["n_not_last"] == 3 and facts["n_significant"] == 2
+    assert claims.layer_facts(summary, "last")["n_not_last"] == 0
 
 
 def test_stability_claim_rules():
@@ -102,11 +119,12 @@ def test_layer_summary_from_arrays_picks_validation_best_and_tests_last():
     assert row["best_layer"] == 1 and row["last_layer"] == 2 and not row["best_is_last"]
     assert row["p_best_vs_last"] < 1e-6 and row["delta_best_minus_last"] > 0.2
     assert row["best_test_low"] <= row["best_test_accuracy"] <= row["best_test_high"]
-    table = layer_analysis.summary_table(pd.DataFrame([{**row, "p_best_vs_last_holm": row["p_best_vs_last"]}]))
+    table = layer_analysis.summary_table(pd.DataFrame([{**row, "p_best_vs_last_holm": row["p_best_vs_last"]}]),
+                                         "mean")
     assert table.loc[0, "best layer"] == "1 / 2"
-    facts = layer_analysis.headline(pd.DataFrame([{**row, "p_best_vs_last_holm": 0.001}]))
+    facts = layer_analysis.headline(pd.DataFrame([{**row, "p_best_vs_last_holm": 0.001}]), "mean")
     assert facts == {"n_cells": 1, "n_not_last": 1, "n_significant": 1, "median_best_rel_depth": 0.5,
-                     "max_depth_range_across_datasets": 0.0}
+                     "max_depth_range_across_datasets": 0.0, "n_models": 1, "n_models_depth_varies": 0}
 
 
 def test_fusion_stability_and_correlation_tables():
@@ -158,8 +176,10 @@ def test_cli_parser_and_errors(capsys):
     assert capsys.readouterr().err.startswith("layerfusion: error: unknown model 'nope'; known models:")
     assert cli.main(["models"]) == 0
     assert "smollm2-135m" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        cli.main(["report", "--chapter", "99_nothing", "--out-dir", "/tmp/unused"])
+    assert cli.main(["report", "--chapter", "99_nothing", "--out-dir", "/tmp/unused"]) == 2
+    assert "unknown chapter '99_nothing'; chapters are 00_setup, 01_extraction" in capsys.readouterr().err
+    assert cli.main(["report", "--profile", "/no/such/profile.yaml", "--out-dir", "/tmp/unused"]) == 2
+    assert "profile file /no/such/profile.yaml does not exist" in capsys.readouterr().err
 
 
 def test_extract_all_loads_each_model_once_and_reads_the_cache_after(tmp_path, monkeypatch):
@@ -179,12 +199,12 @@ def test_extract_all_loads_each_model_once_and_reads_the_cache_after(tmp_path, m
     cfg = StudyConfig.from_profile("ci", models=tuple(keys), datasets=("sst2", "mr"),
                                    subsample={"sst2": {"train": 6, "validation": 4, "test": 4},
                                               "mr": {"train": 6, "validation": 4, "test": 4}})
-    table = Study(cfg, cache_dir=str(tmp_path / "cache"), progress=False).extract_all()
+    table = extraction.extract_all(Study(cfg, cache_dir=str(tmp_path / "cache"), progress=False))
     assert calls == keys
     assert list(zip(table["dataset"], table["model"]))[:2] == [("sst2", keys[0])] * 2
     assert len(table) == 2 * 2 * 3
     calls.clear()
-    again = Study(cfg, cache_dir=str(tmp_path / "cache"), progress=False).extract_all()
+    again = extraction.extract_all(Study(cfg, cache_dir=str(tmp_path / "cache"), progress=False))
     assert calls == []
     pd.testing.assert_frame_equal(again.drop(columns=["extract_seconds"], errors="ignore"),
                                   table.drop(columns=["extract_seconds"], errors="ignore"))

@@ -6,7 +6,7 @@ out below so a reader can disagree with a rule rather than with a hidden judgeme
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -19,24 +19,42 @@ def _row(claim: str, verdict: str, evidence: str, where: str) -> dict[str, str]:
     return {"claim": claim, "verdict": verdict, "evidence": evidence, "where": where}
 
 
-def layer_claim(summary: pd.DataFrame) -> dict[str, str]:
+def layer_facts(summary: pd.DataFrame, pooling: str, alpha: float = ALPHA) -> dict[str, Any]:
+    """The numbers behind claim 1, for the verdict and for the layer chapter's prose alike.
+
+    Over the model x dataset cells of ``pooling``: how many there are, in how many the validation-best layer is not
+    the last, in how many it beats the last significantly (Holm p < ``alpha`` and a positive difference), the median
+    relative depth of the best layer, and per model how far that depth moves across datasets.
+    """
+    df = summary[summary["pooling"] == pooling]
+    significant = (df["p_best_vs_last_holm"] < alpha) & (df["delta_best_minus_last"] > 0)
+    depth_range = df.groupby("model")["best_rel_depth"].agg(lambda s: float(s.max() - s.min()))
+    return {
+        "n_cells": int(len(df)),
+        "n_not_last": int((~df["best_is_last"]).sum()),
+        "n_significant": int(significant.sum()),
+        "median_best_rel_depth": float(df["best_rel_depth"].median()),
+        "max_depth_range_across_datasets": float(depth_range.max()) if len(depth_range) else float("nan"),
+        "n_models": int(depth_range.size),
+        "n_models_depth_varies": int((depth_range > 0.1).sum()),
+    }
+
+
+def layer_claim(summary: pd.DataFrame, pooling: str) -> dict[str, str]:
     """Claim 1: the best layer depends on the dataset and is often not the last."""
-    df = summary[summary["pooling"] == "mean"]
-    n = len(df)
-    not_last = int((~df["best_is_last"]).sum())
-    sig = df[(df["p_best_vs_last_holm"] < ALPHA) & (df["delta_best_minus_last"] > 0)]
-    depth_range = df.groupby("model")["best_rel_depth"].agg(lambda s: s.max() - s.min())
-    varies = int((depth_range > 0.1).sum())
-    if not_last >= n / 2 and len(sig) > 0 and varies > 0:
+    facts = layer_facts(summary, pooling)
+    n, not_last, n_sig = facts["n_cells"], facts["n_not_last"], facts["n_significant"]
+    varies = facts["n_models_depth_varies"]
+    if not_last >= n / 2 and n_sig > 0 and varies > 0:
         verdict = "supported"
     elif not_last >= n / 2:
         verdict = "partly supported" if varies > 0 else "inconclusive"
     else:
         verdict = "not supported"
     evidence = (f"best layer (chosen on validation) is not the last in {not_last}/{n} model×dataset cells; "
-                f"significantly better than the last in {len(sig)}/{n} (McNemar, Holm p<{ALPHA}); "
-                f"median relative depth of the best layer {df['best_rel_depth'].median():.2f}; "
-                f"the best depth moves by >0.1 across datasets for {varies}/{depth_range.size} models")
+                f"significantly better than the last in {n_sig}/{n} (McNemar, Holm p<{ALPHA}); "
+                f"median relative depth of the best layer {facts['median_best_rel_depth']:.2f}; "
+                f"the best depth moves by >0.1 across datasets for {varies}/{facts['n_models']} models")
     return _row("The most useful layer depends on the dataset and is often not the last", verdict, evidence,
                 "Chapter 'Which layer?': layer curves, heatmap, best-vs-last table")
 
@@ -121,10 +139,10 @@ def overhead_claim(scaling: pd.DataFrame) -> dict[str, str]:
 
 
 def selection_claim(layer_greedy: pd.DataFrame, summary: pd.DataFrame, unit_greedy: pd.DataFrame,
-                    comparisons: pd.DataFrame) -> dict[str, str]:
+                    comparisons: pd.DataFrame, pooling: str) -> dict[str, str]:
     """Future work named by the authors: automating layer selection (here: greedy search on validation)."""
     chosen = layer_greedy.dropna(subset=["chosen_test_accuracy"])
-    base = summary[summary["pooling"] == "mean"].set_index(["model", "dataset"])["best_test_accuracy"]
+    base = summary[summary["pooling"] == pooling].set_index(["model", "dataset"])["best_test_accuracy"]
     deltas = [row.chosen_test_accuracy - base.get((row.model, row.dataset), np.nan) for row in chosen.itertuples()]
     units = unit_greedy.dropna(subset=["chosen_test_accuracy"]).set_index("dataset")["chosen_test_accuracy"]
     single = comparisons.groupby("dataset")["best_single_test_mean"].first()
@@ -137,31 +155,15 @@ def selection_claim(layer_greedy: pd.DataFrame, summary: pd.DataFrame, unit_gree
                 "Chapters 'Which layer?' and 'Fusion': greedy tables")
 
 
-def evaluate(load: Loader) -> pd.DataFrame:
-    """Build the claims table from a loader of results tables (e.g. ``report.Run.load``)."""
+def evaluate(load: Loader, pooling: str) -> pd.DataFrame:
+    """Build the claims table from a loader of results tables (e.g. ``report.Run.load``); ``pooling`` is the
+    profile's primary pooling, the one the layer and fusion chapters selected with."""
     rows = [
-        layer_claim(load("layers_summary")),
+        layer_claim(load("layers_summary"), pooling),
         fusion_claim(load("fusion_comparisons"), load("fusion_complementarity")),
         stability_claim(load("fusion_stability")),
         overhead_claim(load("overhead_scaling")),
         selection_claim(load("layers_greedy"), load("layers_summary"), load("fusion_greedy"),
-                        load("fusion_comparisons")),
+                        load("fusion_comparisons"), pooling),
     ]
     return pd.DataFrame(rows)
-
-
-def reproduction_gap(load: Loader) -> pd.DataFrame:
-    """Authors' protocol (max test over epochs, mean over padding) against ours, per model x dataset."""
-    authors = load("layers_authors")
-    summary = load("layers_summary")
-    ours = summary[summary["pooling"] == "mean"][["model", "dataset", "best_layer", "best_test_accuracy"]]
-    pad = summary[summary["pooling"] == "mean_pad"][["model", "dataset", "best_test_accuracy"]]
-    out = authors.merge(ours, on=["model", "dataset"]).merge(pad, on=["model", "dataset"], suffixes=("", "_mean_pad"))
-    return pd.DataFrame({
-        "model": out["model"], "dataset": out["dataset"],
-        "authors: max test over epochs": out["max_test_accuracy"].round(4),
-        "authors: epoch chosen on val": out["val_selected_test_accuracy"].round(4),
-        "optimism (points)": (out["optimism"] * 100).round(2),
-        "ours: best layer (val), masked mean": out["best_test_accuracy"].round(4),
-        "ours, same protocol with mean over padding": out["best_test_accuracy_mean_pad"].round(4),
-    })

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-NOTEBOOKS = ("00_setup", "01_extraction", "02_layer_analysis", "03_fusion", "04_overhead", "05_discussion")
+PROFILE_HELP = "a profile name in params/ (ci, default, paper) or the path of a profile YAML file"
 
 
 def _study(args: argparse.Namespace):
@@ -39,16 +39,18 @@ def _show(frame: pd.DataFrame, out: str | None) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from layerfusion.study.chapters import extraction
+
     if args.ray is not None:
         return _extract_on_ray(args)
-    _show(_study(args).extract_all(), args.out)
+    _show(extraction.extract_all(_study(args)), args.out)
     return 0
 
 
 def _extract_on_ray(args: argparse.Namespace) -> int:
     """``extract --ray [ADDRESS]``: fill the cache on Ray workers, one actor pool per model, then read it here."""
-    from layerfusion import distributed, embeddings
-    from layerfusion.study.features import SPLITS
+    from layerfusion import data, distributed, embeddings
+    from layerfusion.study.chapters import extraction
 
     try:
         executor = distributed.RayExecutor(args.ray or None)
@@ -61,9 +63,9 @@ def _extract_on_ray(args: argparse.Namespace) -> int:
         for model in study.config.models:
             plans = [embeddings.plan(model, study.data(name)[split], split, study.config.extraction_config(name),
                                      dataset_name=name, cache_dir=study.cache_dir, device=args.device)
-                     for name in study.config.datasets for split in SPLITS]
+                     for name in study.config.datasets for split in data.SPLITS]
             embeddings.embed_all(plans, executor=executor, progress=study.progress)
-    _show(study.extract_all(), args.out)
+    _show(extraction.extract_all(study), args.out)
     return 0
 
 
@@ -82,7 +84,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     from layerfusion.study.chapters.layer_analysis import analyse_layers
 
     study = _study(args)
-    layers = analyse_layers(study, poolings=("mean",))
+    layers = analyse_layers(study, poolings=(study.config.primary_pooling,))
     fused = analyse_fusion(study, layers.summary, layers.per_layer)
     cols = ["dataset", "models", "operator", "test_mean", "test_std", "best_single", "gain", "p_holm"]
     _show(fused.comparisons[cols], args.out)
@@ -108,19 +110,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     import papermill as pm
 
     from layerfusion.paths import repo_root
+    from layerfusion.study import chapters, settings
+    from layerfusion.study.features import StudyConfig
 
     root = repo_root()
+    known = list(chapters.notebooks(root / "notebooks"))
+    names = args.chapter or known
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown chapter {unknown[0]!r}; chapters are {', '.join(known)} (notebooks/NN_name.ipynb)")
+    # A path travels to papermill absolute (the notebooks run in notebooks/); either way it is validated first.
+    profile = str(settings.locate(args.profile)) if settings.is_path(args.profile) else args.profile
+    StudyConfig.from_profile(profile)
     out_dir = Path(args.out_dir or root / "book" / "executed")
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = args.chapter or list(NOTEBOOKS)
     for name in names:
-        if name not in NOTEBOOKS:
-            raise SystemExit(f"unknown chapter {name!r}; chapters are {', '.join(NOTEBOOKS)}")
         start = time.perf_counter()
         print(f"[{name}] executing with profile {args.profile} ...", flush=True)
         out = out_dir / f"{name}.ipynb"
         pm.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(out),
-                            parameters={"profile": args.profile}, cwd=str(root / "notebooks"),
+                            parameters={"profile": profile}, cwd=str(root / "notebooks"),
                             progress_bar=False, kernel_name="python3")
         hide_injected_parameters(out)
         print(f"[{name}] done in {time.perf_counter() - start:.0f} s", flush=True)
@@ -145,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, data: bool = True) -> None:
-        p.add_argument("--profile", default="default", help="params/<profile>.yaml (ci, default, paper)")
+        p.add_argument("--profile", default="default", help=PROFILE_HELP)
         p.add_argument("--cache-dir", default=None, help="cache root (default $LAYERFUSION_CACHE_DIR or ~/.cache)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         if data:
@@ -180,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the model registry")
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("report", help="execute the book's chapters with papermill under a profile")
-    p.add_argument("--profile", default="default")
-    p.add_argument("--chapter", action="append", help=f"one of {', '.join(NOTEBOOKS)} (repeatable)")
+    p.add_argument("--profile", default="default", help=PROFILE_HELP)
+    p.add_argument("--chapter", action="append", help="a notebook of notebooks/, e.g. 02_layer_analysis (repeatable; "
+                                                      "default: all, in order)")
     p.add_argument("--out-dir", default=None, help="default: book/executed")
     p.set_defaults(func=cmd_report)
     return parser

@@ -36,7 +36,7 @@ def norms_per_layer(norms: pd.DataFrame):
     return fig
 
 
-def layer_curves(per_layer: pd.DataFrame, metric: str = "test_accuracy", pooling: str = "mean"):
+def layer_curves(per_layer: pd.DataFrame, pooling: str, metric: str = "test_accuracy"):
     """Accuracy per layer with its bootstrap CI band, against relative depth: a panel per dataset, a line per model.
 
     The test curve is description only; the chosen layer (validation-best) is marked with a dot.
@@ -59,7 +59,7 @@ def layer_curves(per_layer: pd.DataFrame, metric: str = "test_accuracy", pooling
     return fig
 
 
-def best_layer_heatmap(summary: pd.DataFrame, pooling: str = "mean"):
+def best_layer_heatmap(summary: pd.DataFrame, pooling: str):
     """Relative depth of the validation-best layer, model x dataset (annotated with the layer index)."""
     df = summary[summary["pooling"] == pooling]
     depth = df.pivot(index="model", columns="dataset", values="best_rel_depth")
@@ -229,8 +229,14 @@ def class_histograms(counts: pd.DataFrame):
     return fig
 
 
-def scaling_panels(curves: pd.DataFrame, axes) -> None:
-    """Four scaling curves of one model: seconds vs n_texts, max_length, layers kept; peak memory vs budget."""
+def scaling_panels(curves: pd.DataFrame, axes=None):
+    """Four scaling curves of one model: seconds vs n_texts, max_length, layers kept; peak memory vs budget.
+
+    Draws into ``axes`` (four of them) when given, else into a new one-row figure, which it returns.
+    """
+    fig = None
+    if axes is None:
+        fig, axes = plt.subplots(1, 4, figsize=(15, 3.2), constrained_layout=True)
     specs = (("n_texts", "seconds", "texts"), ("max_length", "seconds", "max_length (tokens)"),
              ("layers", "seconds", "deepest layer kept"), ("token_budget", "peak_bytes", "token budget per batch"))
     for ax, (vary, y, xlabel) in zip(axes, specs):
@@ -240,3 +246,4 @@ def scaling_panels(curves: pd.DataFrame, axes) -> None:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("peak memory added (MiB)" if y == "peak_bytes" else "seconds")
         ax.set_ylim(bottom=0)
+    return fig

@@ -1,13 +1,15 @@
 """Glue between the library and the book: per-profile result files, run cards and glued numbers.
 
-Results of profile ``p`` live in ``results/<p>/``; the book is built from ``results/default/``. A notebook calls
-``report.start(profile, ...)`` once, ``report.save(name, table)`` for every table it produces, and ``report.glue``
-for every number the prose quotes, so no number in the book is typed by hand.
+Results of profile ``p`` live in ``results/<p>/``; the book is built from ``results/default/``. A chapter's notebook
+opens itself with one call, ``report.open_chapter(name, profile, ...)``, which reads the profile, builds the study,
+starts the run and returns a ``Chapter``; ``Chapter.save`` / ``save_tables`` write its tables and ``Chapter.glue``
+every number the prose quotes, so no number in the book is typed by hand.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,9 @@ from typing import Any
 import pandas as pd
 
 from layerfusion import paths
-from layerfusion.study import results
+from layerfusion.study import results, settings
+from layerfusion.study.features import Study
+from layerfusion.study.settings import StudyConfig
 
 
 @dataclass
@@ -120,3 +124,71 @@ def run_records(results_dir: str | Path) -> pd.DataFrame:
         if runtime is not None:
             row["runtime (s)"] = round(runtime)
     return pd.DataFrame(list(rows.values()))
+
+
+@dataclass
+class Chapter:
+    """One chapter being executed: its settings, its study, its run, and the calls that publish its results."""
+
+    name: str
+    config: StudyConfig
+    study: Study
+    run: Run
+
+    @property
+    def card(self) -> pd.DataFrame:
+        """The run card shown at the top of the chapter."""
+        return run_card(self.run.info)
+
+    def save(self, name: str, table: pd.DataFrame) -> pd.DataFrame:
+        """Write ``table`` as result ``name`` of this run and return it (so a cell can save and show at once)."""
+        self.run.save(name, table)
+        return table
+
+    def save_tables(self, tables: results.TableSet | Mapping[str, pd.DataFrame], prefix: str) -> list[str]:
+        """Write every table of an analysis as ``<prefix>_<table>``; returns the names written."""
+        named = tables.tables() if isinstance(tables, results.TableSet) else dict(tables)
+        for name, table in named.items():
+            self.run.save(f"{prefix}_{name}", table)
+        return [f"{prefix}_{name}" for name in named]
+
+    def glue(self, facts: Mapping[str, Any], prefix: str = "", formats: Mapping[str, str] | None = None
+             ) -> dict[str, Any]:
+        """Glue every value of ``facts`` for the prose as ``<prefix>_<key>`` (formatted by ``formats[key]``)."""
+        formats = formats or {}
+        return {key: glue(f"{prefix}_{key}" if prefix else key, value, formats.get(key))
+                for key, value in facts.items()}
+
+    def load(self, name: str) -> pd.DataFrame:
+        """A table an earlier chapter wrote under the same profile."""
+        return self.run.load(name)
+
+    def finish(self) -> pd.DataFrame:
+        """Record the chapter's runtime and return the run card (the chapter's last cell)."""
+        return finish(self.run)
+
+
+def _notebook_display() -> None:
+    """Figures inline and wide tables, when running in a Jupyter kernel."""
+    pd.set_option("display.max_columns", 40, "display.width", 200, "display.precision", 4)
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the notebook stack
+        return
+    shell = get_ipython()
+    if shell is not None and hasattr(shell, "kernel"):
+        shell.run_line_magic("matplotlib", "inline")
+
+
+def open_chapter(name: str, profile: str, *, models: Any = None, datasets: Any = None, cache_dir: str | None = None,
+                 results_dir: str | Path | None = None, progress: bool = False) -> Chapter:
+    """Everything a chapter's first cell used to do, in one call: read the profile (a name in ``params/`` or a YAML
+    path; ``models`` / ``datasets`` override it when not None), build the study over ``cache_dir``, start the run
+    under ``results/<profile>/`` and glue ``<name>_run_id`` so the book can tie the page to its results files."""
+    config = StudyConfig.from_profile(profile, models=models, datasets=datasets)
+    study = Study(config, cache_dir=cache_dir, progress=progress)
+    run = start(config.profile, name, seed=config.seed, results_dir=results_dir, config=config.as_dict(),
+                profile_file=str(settings.locate(profile)))
+    _notebook_display()
+    glue(f"{name}_run_id", run.run_id)
+    return Chapter(name=name, config=config, study=study, run=run)

@@ -25,6 +25,7 @@ from layerfusion.provenance import git_info, hardware, versions
 RESERVED_KEYS = ("run_id", "started_at", "profile", "seed", "git", "versions", "hardware")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SAVE_RE = re.compile(r"""save\(\s*(f?)(['"])(.+?)\2""")
+_TABLES_RE = re.compile(r"""save_tables\([^)]*?prefix\s*=\s*(['"])(.+?)\1""")
 
 
 class TableSet:
@@ -115,7 +116,8 @@ def write(name: str, rows: list[dict[str, Any]] | pd.DataFrame, run: dict[str, A
 
 
 def producers(name: str, notebooks_dir: str | os.PathLike | None = None) -> list[str]:
-    """Notebooks whose ``save('<name>')`` / ``save(f'..{x}..')`` calls can write result ``name``.
+    """Notebooks whose ``save('<name>')`` / ``save(f'..{x}..')`` / ``save_tables(..., prefix='<p>')`` calls can
+    write result ``name`` (``save_tables`` writes ``<p>_<table>``).
 
     ``runtime_<chapter>`` (written by ``report.finish``) maps to the notebook named ``NN_<chapter>.ipynb``.
     """
@@ -129,6 +131,10 @@ def producers(name: str, notebooks_dir: str | os.PathLike | None = None) -> list
             text = "".join("".join(c.get("source", "")) + "\n"
                            for c in json.loads(nb.read_text(encoding="utf-8")).get("cells", []))
         except (OSError, ValueError, AttributeError):
+            continue
+        if any(name.startswith(f"{prefix}_") and len(name) > len(prefix) + 1
+               for _, prefix in _TABLES_RE.findall(text)):
+            found.append(nb.name)
             continue
         for is_f, _, literal in _SAVE_RE.findall(text):
             parts = re.split(r"\{[^}]*\}", literal) if is_f else [literal]

@@ -5,7 +5,8 @@ over several seeds; each fusion is compared with the validation-best single mode
 dataset), with the same fusion squeezed to the single model's dimension (PCA fitted on train) and with the best model
 concatenated with its own second-best layer. Complementarity diagnostics (Cohen's kappa, error overlap, linear CKA)
 are computed on validation and set against the test gain. A greedy search over (model, layer) units closes the
-chapter.
+chapter. A job an operator cannot take (``scalar_mix`` needs inputs of one width) is skipped and listed in
+``skipped`` with the operator's reason.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from layerfusion import diagnostics, fusion, probe, select, stats
-from layerfusion.study.chapters.layer_analysis import probe_settings
-from layerfusion.study.results import TableSet
+from layerfusion import diagnostics, fusion, stats
+from layerfusion.data import SPLITS
 from layerfusion.study.features import Study
+from layerfusion.study.results import TableSet
+from layerfusion.study.selection import greedy_units
 
-SPLITS = ("train", "validation", "test")
+SKIPPED_COLUMNS = ("dataset", "models", "operator", "reason")
 
 
 @dataclass
@@ -36,9 +38,10 @@ class FusionAnalysis(TableSet):
     complementarity: pd.DataFrame
     stability: pd.DataFrame
     greedy: pd.DataFrame
+    skipped: pd.DataFrame
 
 
-def best_layers(summary: pd.DataFrame, dataset: str, pooling: str = "mean") -> dict[str, int]:
+def best_layers(summary: pd.DataFrame, dataset: str, pooling: str) -> dict[str, int]:
     """model -> validation-best layer, from the layer analysis summary."""
     rows = summary[(summary["dataset"] == dataset) & (summary["pooling"] == pooling)]
     return {r.model: int(r.best_layer) for r in rows.itertuples()}
@@ -55,8 +58,8 @@ class _Runner:
     def fit(self, names: list[str], operator: str, seed: int,
             features: dict[str, list[np.ndarray]] | None = None) -> dict[str, Any]:
         Xs = features or {s: [self.units[n][s] for n in names] for s in SPLITS}
-        clf = fusion.FusionClassifier(operator=operator, proj_dim=int(self.cfg.get("proj_dim", 128)),
-                                      epochs=int(self.cfg.get("epochs", 40)), random_state=seed)
+        clf = fusion.FusionClassifier(operator=operator, proj_dim=self.cfg.proj_dim, epochs=self.cfg.epochs,
+                                      random_state=seed)
         clf.fit(Xs["train"], self.y["train"], Xs["validation"], self.y["validation"])
         val_pred, test_pred = clf.predict(Xs["validation"]), clf.predict(Xs["test"])
         return {"val_accuracy": stats.accuracy(self.y["validation"], val_pred),
@@ -73,19 +76,36 @@ def _combos(models: list[str], operator: str) -> list[tuple[str, ...]]:
     return [c for c in all_combos if len(c) == 2 or len(c) == len(models)]
 
 
+def plan_jobs(models: list[str], operators: tuple[str, ...], widths: dict[str, int]
+              ) -> tuple[list[tuple[tuple[str, ...], str]], list[dict[str, Any]]]:
+    """The (models, operator) fusions to run, and those skipped because the operator cannot take the models' widths.
+
+    Every model alone (concatenation of one input) comes first, then each operator's combinations. Each job is
+    checked with its operator's ``check_dims`` before anything is trained; a refused job becomes a skipped row with
+    the operator's reason instead of an error halfway through the chapter.
+    """
+    jobs, skipped = [], []
+    for names, op in [((m,), "concat") for m in models] + [(c, op) for op in operators for c in _combos(models, op)]:
+        try:
+            fusion.OPERATORS[op].check_dims([widths[m] for m in names])
+        except ValueError as err:
+            skipped.append({"models": list(names), "operator": op, "reason": str(err)})
+        else:
+            jobs.append((names, op))
+    return jobs, skipped
+
+
 def _fuse_dataset(study: Study, dataset: str, summary: pd.DataFrame, per_layer: pd.DataFrame) -> dict[str, Any]:
     cfg = study.config
-    seeds = [int(s) for s in cfg.fusion.get("seeds", [0])]
-    layers = best_layers(summary, dataset)
+    seeds = list(cfg.fusion.seeds)
+    layers = best_layers(summary, dataset, cfg.primary_pooling)
     models = [m for m in cfg.models if m in layers]
     units = {m: {s: study.layer_matrix(m, dataset, s, layers[m]) for s in SPLITS} for m in models}
     runner = _Runner(study, dataset, units)
     y_te = runner.y["test"]
 
     runs, preds = [], {}
-    jobs = [((m,), "concat") for m in models]
-    for op in cfg.fusion.get("operators", ["concat"]):
-        jobs += [(c, op) for c in _combos(models, op)]
+    jobs, skipped = plan_jobs(models, cfg.fusion.operators, {m: units[m]["train"].shape[1] for m in models})
     for names, op in jobs:
         for seed in seeds:
             res = runner.fit(list(names), op, seed)
@@ -120,7 +140,8 @@ def _fuse_dataset(study: Study, dataset: str, summary: pd.DataFrame, per_layer: 
     controls = _controls(study, dataset, runner, units, models, best_single[0], per_layer, seeds)
     compl = _complementarity(dataset, models, units, runner, preds, runs_df, seeds[0])
     return {"runs": runs_df, "comparisons": comp_df, "controls": controls, "complementarity": compl,
-            "greedy": _greedy_units(study, dataset, per_layer)}
+            "greedy": _greedy_units(study, dataset, per_layer),
+            "skipped": pd.DataFrame([{"dataset": dataset, **row} for row in skipped], columns=SKIPPED_COLUMNS)}
 
 
 def _controls(study: Study, dataset: str, runner: _Runner, units: dict, models: list[str], best: str,
@@ -144,7 +165,8 @@ def _controls(study: Study, dataset: str, runner: _Runner, units: dict, models: 
                          "models": list(names), "dim": int(dim), "test_mean": float(np.mean(accs)),
                          "test_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan")})
     ranked = per_layer[(per_layer["dataset"] == dataset) & (per_layer["model"] == best)
-                       & (per_layer["pooling"] == "mean")].sort_values("val_accuracy", ascending=False)
+                       & (per_layer["pooling"] == study.config.primary_pooling)]
+    ranked = ranked.sort_values("val_accuracy", ascending=False)
     top2 = [int(x) for x in ranked["layer"].head(2)]
     feats = {s: [study.layer_matrix(best, dataset, s, layer) for layer in top2] for s in SPLITS}
     accs = [runner.fit([best, best], "concat", seed, features=feats)["test_accuracy"] for seed in seeds]
@@ -177,32 +199,14 @@ def _complementarity(dataset: str, models: list[str], units: dict, runner: _Runn
 def _greedy_units(study: Study, dataset: str, per_layer: pd.DataFrame) -> pd.DataFrame:
     """Greedy forward search over (model, layer) units on validation, dimension as cost; test once at the end."""
     cfg = study.config
-    top = int(cfg.fusion.get("greedy_top_layers", 3))
-    rows = per_layer[(per_layer["dataset"] == dataset) & (per_layer["pooling"] == "mean")]
-    cands = []
+    rows = per_layer[(per_layer["dataset"] == dataset) & (per_layer["pooling"] == cfg.primary_pooling)]
+    candidates, top = {}, cfg.fusion.greedy.top_layers
     for model in cfg.models:
         best = rows[rows["model"] == model].sort_values("val_accuracy", ascending=False).head(top)
-        cands += [f"{model}@{int(layer)}" for layer in best["layer"]]
-
-    def feats(split: str, names: list[str]) -> np.ndarray:
-        return np.concatenate([study.layer_matrix(n.split("@")[0], dataset, split, int(n.split("@")[1]))
-                               for n in names], axis=1)
-
-    y = {s: study.labels(dataset, s) for s in SPLITS}
-    def fit(names: list[str]) -> "probe.LogisticProbe":
-        return probe.LogisticProbe(**probe_settings(cfg), random_state=cfg.seed).fit(
-            feats("train", names), y["train"], feats("validation", names), y["validation"])
-
-    cost = {n: float(study.features(n.split("@")[0], dataset, "train").vectors["mean"].shape[-1]) for n in cands}
-    path = select.greedy_forward(cands, lambda names: fit(names).score(feats("validation", names), y["validation"]),
-                                 cost=cost, budget=cfg.fusion.get("greedy_budget_dims"),
-                                 max_units=int(cfg.fusion.get("greedy_max_units", 4)))
-    frame = path.to_frame()
-    chosen = list(path.units) or cands[:1]
-    test_acc = fit(chosen).score(feats("test", chosen), y["test"])
+        candidates.update({f"{model}@{int(layer)}": (model, int(layer)) for layer in best["layer"]})
+    frame = greedy_units(study, dataset, candidates, cfg.fusion.greedy, cost_in_dims=True)
     frame.insert(0, "dataset", dataset)
     frame["units"] = frame["units"].map(list)
-    frame["chosen_test_accuracy"] = [np.nan] * (len(frame) - 1) + [float(test_acc)]
     return frame
 
 
@@ -232,7 +236,8 @@ def complementarity_correlation(compl: pd.DataFrame) -> pd.DataFrame:
 def analyse_fusion(study: Study, summary: pd.DataFrame, per_layer: pd.DataFrame) -> FusionAnalysis:
     """Run the fusion chapter for every dataset of the profile."""
     parts: dict[str, list[pd.DataFrame]] = {k: [] for k in
-                                            ("runs", "comparisons", "controls", "complementarity", "greedy")}
+                                            ("runs", "comparisons", "controls", "complementarity", "greedy",
+                                             "skipped")}
     for dataset in study.config.datasets:
         res = _fuse_dataset(study, dataset, summary, per_layer)
         for key in parts:
@@ -269,4 +274,5 @@ def headline(fused: FusionAnalysis, alpha: float = 0.05) -> dict[str, Any]:
         "datasets_with_significant_gain": sorted(sig["dataset"].unique().tolist()),
         "n_datasets": int(comp["dataset"].nunique()),
         "datasets_where_seed_spread_narrows": sorted(narrowing),
+        "n_skipped": int(len(fused.skipped)),
     }

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 
 from layerfusion import fusion, models, overhead, probe
-from layerfusion.study.chapters.layer_analysis import probe_settings
 from layerfusion.study.features import Study
 
 _DROP = ("hardware",)
@@ -37,19 +36,24 @@ def _texts(study: Study, dataset: str, n: int) -> list[str]:
     return list(texts[: min(n, len(texts))])
 
 
+def measured_dataset(study: Study) -> str:
+    """The dataset the overhead measurements use (the profile's ``overhead.dataset``, else its first dataset)."""
+    return study.config.overhead.dataset or study.config.datasets[0]
+
+
 def scaling_curves(study: Study) -> pd.DataFrame:
     """Extraction cost of one model as n_texts, max_length, token budget and the deepest kept layer vary."""
     cfg, oh = study.config, study.config.overhead
-    dataset = oh.get("dataset", cfg.datasets[0])
-    loaded = models.load(oh.get("model", cfg.models[0]), device=cfg.device, dtype=cfg.dtype)
-    texts = _texts(study, dataset, int(max(oh.get("n_texts", [64]))))
+    dataset = measured_dataset(study)
+    loaded = models.load(oh.model or cfg.models[0], device=cfg.device, dtype=cfg.dtype, cache_dir=study.cache_dir)
+    texts = _texts(study, dataset, max(oh.n_texts))
     base = cfg.extraction_config(dataset)
-    repeats = int(oh.get("repeats", 1))
-    layers = overhead.sample_layers(loaded.n_hidden_states, int(oh.get("n_layers_sample", 4)))
+    repeats = oh.repeats
+    layers = overhead.sample_layers(loaded.n_hidden_states, oh.n_layers_sample)
     frames = [
-        overhead.scaling(loaded, texts, base, "n_texts", oh.get("n_texts", [len(texts)]), repeats=repeats),
-        overhead.scaling(loaded, texts, base, "max_length", oh.get("max_length", [base.max_length]), repeats=repeats),
-        overhead.scaling(loaded, texts, base, "token_budget", oh.get("batch_memory", [base.token_budget]),
+        overhead.scaling(loaded, texts, base, "n_texts", list(oh.n_texts), repeats=repeats),
+        overhead.scaling(loaded, texts, base, "max_length", list(oh.max_length or [base.max_length]), repeats=repeats),
+        overhead.scaling(loaded, texts, base, "token_budget", list(oh.token_budget or [base.token_budget]),
                          repeats=repeats),
         overhead.scaling(loaded, texts, base, "layers", layers, repeats=repeats),
     ]
@@ -61,11 +65,11 @@ def scaling_curves(study: Study) -> pd.DataFrame:
 def deployment_costs(study: Study, summary: pd.DataFrame, n_texts: int | None = None) -> pd.DataFrame:
     """Per model x dataset: seconds per 1k texts for the full model and for stopping at the validation-best layer."""
     cfg = study.config
-    n = int(n_texts or cfg.overhead.get("deploy_n_texts", 32))
-    best = summary[summary["pooling"] == "mean"].set_index(["model", "dataset"])["best_layer"]
+    n = int(n_texts or cfg.overhead.deploy_n_texts)
+    best = summary[summary["pooling"] == cfg.primary_pooling].set_index(["model", "dataset"])["best_layer"]
     rows = []
     for model in cfg.models:
-        loaded = models.load(model, device=cfg.device, dtype=cfg.dtype)
+        loaded = models.load(model, device=cfg.device, dtype=cfg.dtype, cache_dir=study.cache_dir)
         for dataset in cfg.datasets:
             texts = _texts(study, dataset, n)
             base = cfg.extraction_config(dataset)
@@ -78,6 +82,17 @@ def deployment_costs(study: Study, summary: pd.DataFrame, n_texts: int | None = 
                                     "seconds_per_1k": 1000 * cost["seconds"] / cost["n_texts"], **cost}))
         del loaded
     return pd.DataFrame(rows)
+
+
+def scaling_table(study: Study, deploy: pd.DataFrame) -> pd.DataFrame:
+    """The chapter's scaling curves: extraction cost against texts, length, budget and layers (``scaling_curves``),
+    and against the number of models fused (``models_scaling`` on the measured dataset)."""
+    return pd.concat([scaling_curves(study), models_scaling(deploy, measured_dataset(study))], ignore_index=True)
+
+
+def texts_linearity(curves: pd.DataFrame) -> dict[str, float]:
+    """How linear extraction time is in the number of texts (least squares on the fastest repeat)."""
+    return overhead.linearity(curves[curves["vary"] == "n_texts"], x="value", y="seconds_min")
 
 
 def models_scaling(deploy: pd.DataFrame, dataset: str) -> pd.DataFrame:
@@ -96,21 +111,21 @@ def fit_costs(study: Study, summary: pd.DataFrame) -> pd.DataFrame:
     """
     cfg = study.config
     rows = []
-    for dataset in [cfg.overhead.get("dataset", cfg.datasets[0])]:
+    for dataset in [measured_dataset(study)]:
         y = {s: study.labels(dataset, s) for s in ("train", "validation")}
         for model in cfg.models:
-            X = {s: study.features(model, dataset, s).vectors["mean"] for s in ("train", "validation")}
+            X = {s: study.layer_stack(model, dataset, s) for s in ("train", "validation")}
             start = time.perf_counter()
-            probe.LayerwiseProbe(**probe_settings(cfg), random_state=cfg.seed).fit(X["train"], y["train"], X["validation"], y["validation"])
+            probe.LayerwiseProbe(**cfg.probe.params(), random_state=cfg.seed).fit(
+                X["train"], y["train"], X["validation"], y["validation"])
             rows.append({"dataset": dataset, "what": "all-layer probe", "models": model,
                          "n_layers": X["train"].shape[1], "seconds": time.perf_counter() - start})
-        best = summary[(summary["pooling"] == "mean") & (summary["dataset"] == dataset)].set_index("model")
+        best = summary[(summary["pooling"] == cfg.primary_pooling) & (summary["dataset"] == dataset)].set_index("model")
         Xs = {s: [study.layer_matrix(m, dataset, s, int(best.loc[m, "best_layer"])) for m in cfg.models]
               for s in ("train", "validation")}
         start = time.perf_counter()
-        fusion.FusionClassifier(operator="concat", proj_dim=int(cfg.fusion.get("proj_dim", 128)),
-                                epochs=int(cfg.fusion.get("epochs", 40)), random_state=cfg.seed).fit(
-            Xs["train"], y["train"], Xs["validation"], y["validation"])
+        fusion.FusionClassifier(operator="concat", proj_dim=cfg.fusion.proj_dim, epochs=cfg.fusion.epochs,
+                                random_state=cfg.seed).fit(Xs["train"], y["train"], Xs["validation"], y["validation"])
         rows.append({"dataset": dataset, "what": "concat fusion of all models", "models": "+".join(cfg.models),
                      "n_layers": 1, "seconds": time.perf_counter() - start})
     return pd.DataFrame(rows)
