@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from layerfusion import checks
 from layerfusion.provenance import hardware
 
 VARY = ("n_texts", "max_length", "token_budget", "layers")
@@ -290,9 +291,7 @@ def extraction_cost(
     and the device, dtype and hardware tags. ``extract_fn(loaded, texts, config, progress=False)`` defaults to
     ``layerfusion.extract.extract_texts``.
     """
-    texts = _as_texts(texts)
-    if not texts:
-        raise ValueError("extraction_cost: texts is empty; pass at least one text")
+    texts = checks.texts(texts)
     run = extract_fn or _default_extract()
     m = measure(lambda: run(loaded, texts, config, progress=False), repeats=repeats, warmup=warmup,
                 device=loaded.device, dtype=loaded.dtype)
@@ -324,16 +323,6 @@ def _token_counts(loaded: Any, texts: list[str], config: Any, result: Any) -> tu
         return int(real), int(padded)
     lengths = _token_lengths(loaded, texts, config.max_length)
     return int(lengths.sum()), padded_tokens(lengths, config.token_budget, config.max_batch_size)
-
-
-def _as_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise ValueError("texts must be a sequence of strings, not a single string; wrap it in a list")
-    out = list(texts)
-    bad = [type(t).__name__ for t in out if not isinstance(t, str)]
-    if bad:
-        raise ValueError(f"texts must all be str; found {sorted(set(bad))}")
-    return out
 
 
 def _point(texts: list[str], config: Any, vary: str, value: Any) -> tuple[list[str], Any]:
@@ -377,9 +366,7 @@ def scaling(
     values = list(values)
     if not values:
         raise ValueError("scaling: values is empty; pass the settings to measure")
-    texts = _as_texts(texts)
-    if not texts:
-        raise ValueError("scaling: texts is empty; pass at least one text")
+    texts = checks.texts(texts)
     points = [_point(texts, config, vary, v) for v in values]
     run = extract_fn or _default_extract()
     run(loaded, texts[: min(4, len(texts))], points[0][1], progress=False)
