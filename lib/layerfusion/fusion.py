@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.decomposition import PCA
 from torch import nn
 
-from layerfusion import checks
+from layerfusion import checks, scaling
 from layerfusion.heads import MLP, PAPER_DROPOUT, PAPER_HIDDEN, TrainingSettings, predict_logits, train
 
 __all__ = [
@@ -31,6 +31,10 @@ __all__ = [
 ]
 
 OPERATORS: dict[str, type[FusionOperator]] = {}
+
+FLOOR = 1e-6
+"""Smallest divisor when standardising fusion inputs (``scaling.statistics``; kept from before the engine shared
+one rule, see ``layerfusion.scaling``)."""
 
 
 def register_operator(cls: type[FusionOperator]) -> type[FusionOperator]:
@@ -300,8 +304,8 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
             evals["val"] = (Xv, checks.encode(checks.labels(y_val, "y_val", Xv[0].shape[0]), classes, "y_val"))
         _operator_class(self.operator).check_dims(dims)
         self.dims_, self.classes_ = dims, classes
-        self.means_ = [X.mean(axis=0) for X in Xs]
-        self.scales_ = [np.maximum(X.std(axis=0), 1e-6).astype(np.float32) for X in Xs]
+        moments = [scaling.statistics(X, dtype=np.float32, floor=FLOOR) for X in Xs]
+        self.means_, self.scales_ = [m for m, _ in moments], [s for _, s in moments]
         evals = {name: (self._standardise(Xe), ye) for name, (Xe, ye) in evals.items()}
 
         def build() -> nn.Module:
@@ -326,7 +330,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         return self._standardise(Xs)
 
     def _standardise(self, Xs: list[np.ndarray]) -> list[np.ndarray]:
-        return [((X - m) / s).astype(np.float32) for X, m, s in zip(Xs, self.means_, self.scales_)]
+        return [scaling.apply(X, m, s) for X, m, s in zip(Xs, self.means_, self.scales_)]
 
     def _fitted(self) -> None:
         if not hasattr(self, "network_"):
@@ -384,9 +388,8 @@ def match_dimension(X_train: np.ndarray, X_others: Sequence[np.ndarray], dim: in
         warnings.warn(f"match_dimension: dim={dim} >= input dimension {d}; returning the inputs unchanged "
                       "(padding is not allowed)", stacklevel=2)
         return [Xtr, *others]
-    mean = Xtr.mean(axis=0)
-    scale = np.maximum(Xtr.std(axis=0), 1e-6) if standardize else np.ones(d, dtype=np.float32)
-    Ztr = (Xtr - mean) / scale
+    mean, scale = scaling.statistics(Xtr, dtype=np.float32, floor=FLOOR, with_std=standardize)
+    Ztr = scaling.apply(Xtr, mean, scale)
     if method == "pca":
         if dim > min(Ztr.shape):
             raise ValueError(f"dim={dim} exceeds min(n_train, d)={min(Ztr.shape)}; PCA cannot give that many "
@@ -394,4 +397,4 @@ def match_dimension(X_train: np.ndarray, X_others: Sequence[np.ndarray], dim: in
         W = PCA(n_components=dim, random_state=random_state).fit(Ztr).components_.T
     else:
         W = np.random.default_rng(random_state).standard_normal((d, dim)).astype(np.float32) / np.sqrt(dim)
-    return [(((X - mean) / scale) @ W).astype(np.float32) for X in (Xtr, *others)]
+    return [(scaling.apply(X, mean, scale) @ W).astype(np.float32) for X in (Xtr, *others)]

@@ -28,7 +28,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 from tqdm.auto import tqdm
 
-from layerfusion import checks
+from layerfusion import checks, scaling
 
 __all__ = ["PAPER_HIDDEN", "PAPER_DROPOUT", "MLP", "TrainingSettings", "TrainingLog", "train", "predict_logits",
            "MLPHead"]
@@ -167,8 +167,8 @@ def train(build: Callable[[], nn.Module], inputs: Sequence[np.ndarray], y: np.nd
 
 
 class MLPHead(ClassifierMixin, BaseEstimator):
-    """The authors' classifier: d -> 1024 -> 256 -> C, ReLU, dropout 0.5/0.3, Adam, cross-entropy, on standardised
-    inputs (training mean/std).
+    """The authors' classifier: d -> 1024 -> 256 -> C, ReLU, dropout 0.5/0.3, Adam, cross-entropy, on inputs
+    standardised with the training mean and std (``scaling``, scikit-learn's rule; ``mean_``, ``scale_``).
 
     ``fit(X, y, eval_sets={"val": (X_val, y_val), "test": (X_test, y_test)})`` records the accuracy on each
     evaluation set after every epoch in ``history_`` (columns epoch, set, accuracy; epochs counted from 1) and the
@@ -207,9 +207,6 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         return TrainingSettings(lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size,
                                 epochs=self.epochs, random_state=self.random_state, device=self.device)
 
-    def _standardise(self, X: np.ndarray) -> np.ndarray:
-        return ((X.astype(np.float32) - self.mean_) / self.scale_).astype(np.float32)
-
     def fit(self, X: Any, y: Any, eval_sets: dict[str, tuple[Any, Any]] | None = None) -> MLPHead:
         """Train for ``epochs`` epochs on ``X`` (n, d), scoring every evaluation set after each epoch."""
         settings = self._settings()
@@ -219,9 +216,7 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         if self.select_epoch == "val" and "val" not in eval_sets:
             raise ValueError("select_epoch='val' needs eval_sets={'val': (X_val, y_val), ...}")
         self.classes_, self.n_features_in_ = classes, X.shape[1]
-        self.mean_ = X.mean(axis=0, dtype=np.float64).astype(np.float32)
-        std = X.std(axis=0, dtype=np.float64)
-        self.scale_ = np.where(std > 0, std, 1.0).astype(np.float32)
+        self.mean_, self.scale_ = scaling.statistics(X)
         evals = {}
         for name, pair in eval_sets.items():
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
@@ -230,9 +225,9 @@ class MLPHead(ClassifierMixin, BaseEstimator):
             if Xe.shape[1] != X.shape[1]:
                 raise ValueError(f"eval_sets[{name!r}] X has {Xe.shape[1]} features but X has {X.shape[1]}")
             ye = checks.labels(pair[1], f"eval_sets[{name!r}] y", Xe.shape[0])
-            evals[name] = ([self._standardise(Xe)], checks.encode(ye, classes, f"eval_sets[{name!r}] y"))
+            evals[name] = ([scaling.apply(Xe, self.mean_, self.scale_)], checks.encode(ye, classes, f"eval_sets[{name!r}] y"))
         hidden, dropout = tuple(self.hidden), tuple(self.dropout)
-        net, log = train(lambda: MLP(X.shape[1], hidden, dropout, classes.size), [self._standardise(X)],
+        net, log = train(lambda: MLP(X.shape[1], hidden, dropout, classes.size), [scaling.apply(X, self.mean_, self.scale_)],
                          checks.encode(y, classes, "y"), settings, evals,
                          restore_best=self.select_epoch == "val", progress=self.progress, desc="MLP epochs")
         self.selected_epoch_ = log.best_epoch if self.select_epoch == "val" else settings.epochs
@@ -249,7 +244,7 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         X = checks.features(X, "X", 2)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features but the head was fitted on {self.n_features_in_}")
-        return self._standardise(X)
+        return scaling.apply(X, self.mean_, self.scale_)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, (n, n_classes), columns in ``classes_`` order."""

@@ -9,7 +9,7 @@ the batch converges like separate fits, but each layer's features are read once 
 The objective per problem is scikit-learn's ``LogisticRegression(C=C)``: the sum of log-losses plus
 ``0.5 / C * ||W||^2`` with the intercept unpenalised (binomial with one weight vector for two classes, multinomial
 with one per class otherwise), on features standardised with the training mean and standard deviation
-(``moments``), so results agree with ``make_pipeline(StandardScaler(), LogisticRegression(C=C))``. Layers are
+(``moments``, the engine's standardisation rule in torch), so results agree with ``make_pipeline(StandardScaler(), LogisticRegression(C=C))``. Layers are
 processed in chunks (``layer_chunk``), each converted to the compute dtype only while it is fitted or scored
 (``load_chunk``; the cache stores float16).
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from layerfusion import checks
+from layerfusion import checks, scaling
 
 __all__ = ["CHUNK_BYTES", "torch_dtype", "layer_chunk", "load_chunk", "moments", "logits", "fit_lbfgs",
            "fitted_logits", "probabilities", "positions"]
@@ -94,14 +94,14 @@ def load_chunk(X: np.ndarray, start: int, stop: int, device: torch.device, dtype
 
 
 def moments(Xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-layer, per-feature mean and standard deviation (ddof=0; constant features get scale 1, as in sklearn).
+    """Per-layer, per-feature mean and scale of a chunk (layers, n, d): the standard deviation (ddof=0), with
+    near-constant features at scale 1 by ``scaling.scales`` (the probes' ``"magnitude"`` floor).
 
     Computed one layer at a time so the temporary is one layer, not the chunk.
     """
     mean = Xc.mean(dim=1, keepdim=True)
-    std = torch.stack([(Xc[i] - mean[i]).square_().mean(dim=0, keepdim=True) for i in range(Xc.shape[0])]).sqrt_()
-    floor = 10 * torch.finfo(std.dtype).eps * mean.abs().clamp_min(1.0)
-    return mean, torch.where(std > floor, std, torch.ones_like(std))
+    var = torch.stack([(Xc[i] - mean[i]).square_().mean(dim=0, keepdim=True) for i in range(Xc.shape[0])])
+    return mean, scaling.scales(mean, var, Xc.shape[1], floor="magnitude")
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
