@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import cohen_kappa_score
 from tqdm.auto import tqdm
 
 from layerfusion import checks
@@ -170,17 +171,11 @@ def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
 def cohen_kappa(a: Sequence | np.ndarray, b: Sequence | np.ndarray) -> float:
     """Cohen's kappa between two prediction arrays: agreement beyond what their label frequencies give by chance.
 
-    NaN when chance agreement is already 1 (both constant on the same label), as in sklearn.
+    scikit-learn's ``cohen_kappa_score``; NaN (with its warning) when chance agreement is already 1 (both constant on
+    the same label).
     """
     a, b = checks.paired(a=a, b=b)
-    classes, codes = np.unique(np.concatenate([a, b]), return_inverse=True)
-    ca, cb = codes[:len(a)], codes[len(a):]
-    k = len(classes)
-    observed = float(np.mean(ca == cb))
-    expected = float(np.bincount(ca, minlength=k) @ np.bincount(cb, minlength=k)) / len(a) ** 2
-    if expected == 1.0:
-        return float("nan")
-    return (observed - expected) / (1.0 - expected)
+    return float(cohen_kappa_score(a, b))
 
 
 def error_overlap(y: Sequence | np.ndarray, a: Sequence | np.ndarray, b: Sequence | np.ndarray) -> dict[str, float]:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import psutil
+from scipy.stats import linregress
 
 from layerfusion import checks
 from layerfusion.provenance import hardware
@@ -387,7 +388,8 @@ def sample_layers(n_hidden_states: int, k: int) -> list[int]:
 
 
 def linearity(df: pd.DataFrame, x: str = "n_texts", y: str = "seconds") -> dict[str, float]:
-    """Least-squares line ``y = slope * x + intercept`` with R², and how constant the per-unit cost is.
+    """Least-squares line ``y = slope * x + intercept`` with R² (``scipy.stats.linregress``), and how constant the
+    per-unit cost is.
 
     ``per_unit_ratio`` is max(y/x) / min(y/x) over the rows: 1.0 means perfectly proportional; the book calls
     scaling linear when R² is near 1 and this ratio is small.
@@ -399,20 +401,14 @@ def linearity(df: pd.DataFrame, x: str = "n_texts", y: str = "seconds") -> dict[
         raise ValueError(f"linearity: columns {x!r}/{y!r} contain NaN; drop those rows first")
     if len(np.unique(xs)) < 2:
         raise ValueError(f"linearity: column {x!r} needs at least two distinct values")
-    slope, intercept = np.polyfit(xs, ys, deg=1)
-    resid = ys - (slope * xs + intercept)
-    ss_res = float(np.sum(resid**2))
-    ss_tot = float(np.sum((ys - ys.mean()) ** 2))
-    if ss_tot > 0:
-        r2 = 1.0 - ss_res / ss_tot
-    else:
-        r2 = 1.0 if ss_res <= 1e-24 else float("nan")
+    fit = linregress(xs, ys)
+    r2 = fit.rvalue**2 if np.ptp(ys) > 0 else 1.0  # a flat line fits constant times exactly
     if (xs <= 0).any():
         ratio = float("nan")
     else:
         per = ys / xs
         ratio = float(per.max() / per.min()) if per.min() > 0 else float("inf")
-    return {"slope": float(slope), "intercept": float(intercept), "r2": float(r2),
+    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": float(r2),
             "per_unit_ratio": ratio, "n_points": int(len(xs))}
 
 
