@@ -30,7 +30,7 @@ def test_features_passes_arrays_through_and_converts_on_request():
     (np.zeros((2, 3)), {"arg": "X_val", "ndim": 3}, ValueError, r"X_val must be 3-D \(n, L, d\)"),
     (np.zeros((0, 3)), {}, ValueError, "X is empty"),
     (np.zeros((3, 0)), {}, ValueError, "X is empty"),
-    (np.zeros((1, 3)), {"min_rows": 2}, ValueError, "at least 2 rows"),
+    (np.zeros((1, 3)), {"min_rows": 2}, ValueError, "a minimum of 2 is required"),
     (np.array([["a", "b"]]), {}, ValueError, "X must be numeric"),
     (np.ones((2, 2), dtype=complex), {}, ValueError, "Complex data not supported"),
     (np.array([[1.0, {"a": 1}]], dtype=object), {}, TypeError, "X holds entries that are not numbers"),

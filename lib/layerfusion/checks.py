@@ -20,9 +20,10 @@ import numpy as np
 import scipy.sparse
 from sklearn.exceptions import DataConversionWarning
 from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["features", "matrices", "labels", "class_labels", "paired", "encode", "texts", "positive_int",
-           "fraction", "significance"]
+__all__ = ["features", "fitted", "width", "matrices", "labels", "class_labels", "paired", "encode", "texts",
+           "positive_int", "fraction", "significance"]
 
 _SHAPES = {2: "(n, d): items x features", 3: "(n, L, d): texts x layers x hidden size"}
 
@@ -40,7 +41,9 @@ def features(X: Any, arg: str = "X", ndim: int = 2, *, min_rows: int = 1, dtype:
     A = np.asarray(X)
     if A.ndim != ndim:
         hint = f" {_SHAPES[ndim]}" if ndim in _SHAPES else ""
-        raise ValueError(f"{arg} must be {ndim}-D{hint}, got shape {A.shape}")
+        reshape = (". Reshape your data: X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one item"
+                   if ndim == 2 and A.ndim == 1 else "")
+        raise ValueError(f"{arg} must be {ndim}-D{hint}, got shape {A.shape}{reshape}")
     if A.dtype.kind == "O":
         try:
             A = A.astype(np.float64)
@@ -50,16 +53,31 @@ def features(X: Any, arg: str = "X", ndim: int = 2, *, min_rows: int = 1, dtype:
         raise ValueError(f"{arg}: Complex data not supported; pass real-valued features")
     if A.dtype.kind not in "fiu":
         raise ValueError(f"{arg} must be numeric, got dtype {A.dtype}")
-    if A.shape[0] < min_rows or any(s == 0 for s in A.shape[1:]):
-        what = "row" if min_rows == 1 else f"{min_rows} rows"
-        raise ValueError(f"{arg} is empty or too small (shape {A.shape}); pass at least {what}"
-                         f"{', one layer' if ndim == 3 else ''} and one feature")
+    if A.shape[0] < min_rows:
+        raise ValueError(f"{arg} is empty or too small: {A.shape[0]} sample(s) (shape={A.shape}) while a minimum of "
+                         f"{min_rows} is required; pass more rows")
+    if any(s == 0 for s in A.shape[1:]):
+        raise ValueError(f"{arg} is empty: 0 feature(s) (shape={A.shape}) while a minimum of 1 is required; pass at "
+                         f"least one {'layer and one ' if ndim == 3 else ''}feature")
     if dtype is not None or copy:
         A = A.astype(A.dtype if dtype is None else dtype, copy=copy)
     if finite and not np.isfinite(A).all():
         raise ValueError(f"{arg} contains NaN or inf; clean or impute the features first (check the extraction "
                          "for overflow)")
     return A
+
+
+def fitted(estimator: Any, call: str = "fit(X, y)") -> None:
+    """Raise scikit-learn's ``NotFittedError`` (a ``ValueError``) if ``estimator`` has not been fitted."""
+    check_is_fitted(estimator, msg=f"this {type(estimator).__name__} is not fitted yet; call {call} first")
+
+
+def width(X: np.ndarray, n_features: int, owner: Any, arg: str = "X") -> np.ndarray:
+    """``X`` unchanged if it has the ``n_features`` columns ``owner`` was fitted on (scikit-learn's message)."""
+    if X.shape[1] != n_features:
+        raise ValueError(f"{arg} has {X.shape[1]} features, but {type(owner).__name__} is expecting {n_features} "
+                         "features as input")
+    return X
 
 
 def matrices(Xs: Any, arg: str = "Xs") -> list[np.ndarray]:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.decomposition import PCA
+from sklearn.metrics import accuracy_score
 from torch import nn
 
 from layerfusion import checks, scaling
@@ -258,7 +259,8 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
     Deterministic for a ``random_state`` on CPU; the global torch RNG is left untouched.
 
     Fitted attributes: ``classes_``, ``operator_`` (the fitted ``FusionOperator``), ``network_``, ``history_``
-    (one dict per epoch: ``epoch``, ``train_loss``, ``val_accuracy``), ``best_epoch_``, ``n_epochs_``, ``dims_``.
+    (one dict per epoch: ``epoch``, ``train_loss``, ``val_accuracy``), ``best_epoch_``, ``n_epochs_``, ``dims_``
+    (columns per input) and ``n_features_in_`` (their sum).
     """
 
     def __init__(self, operator: str | type[FusionOperator] = "concat", head: str = "linear", proj_dim: int = 256,
@@ -303,7 +305,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"Xs_val has input dims {tuple(X.shape[1] for X in Xv)} but Xs has {dims}")
             evals["val"] = (Xv, checks.encode(checks.labels(y_val, "y_val", Xv[0].shape[0]), classes, "y_val"))
         _operator_class(self.operator).check_dims(dims)
-        self.dims_, self.classes_ = dims, classes
+        self.dims_, self.classes_, self.n_features_in_ = dims, classes, sum(dims)
         moments = [scaling.statistics(X, dtype=np.float32, floor=FLOOR) for X in Xs]
         self.means_, self.scales_ = [m for m, _ in moments], [s for _, s in moments]
         evals = {name: (self._standardise(Xe), ye) for name, (Xe, ye) in evals.items()}
@@ -332,33 +334,30 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
     def _standardise(self, Xs: list[np.ndarray]) -> list[np.ndarray]:
         return [scaling.apply(X, m, s) for X, m, s in zip(Xs, self.means_, self.scales_)]
 
-    def _fitted(self) -> None:
-        if not hasattr(self, "network_"):
-            raise ValueError("this FusionClassifier is not fitted yet; call fit(Xs, y) first")
+    def _logits(self, Xs: Sequence[np.ndarray]) -> np.ndarray:
+        """Logits (n, C) of the fitted network on ``Xs``."""
+        checks.fitted(self, "fit(Xs, y)")
+        return predict_logits(self.network_, self._prepare(Xs, "Xs"), self.device)
 
     def decision_function(self, Xs: Sequence[np.ndarray]) -> np.ndarray:
-        """Logits (n, C)."""
-        self._fitted()
-        return predict_logits(self.network_, self._prepare(Xs, "Xs"), self.device)
+        """Logits (n, C); for two classes the log-odds of ``classes_[1]`` (n,), as scikit-learn's classifiers."""
+        logits = self._logits(Xs)
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
 
     def predict_proba(self, Xs: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities (n, C), columns in the order of ``classes_``."""
-        logits = torch.from_numpy(self.decision_function(Xs))
-        return torch.softmax(logits, dim=1).numpy()
+        return torch.softmax(torch.from_numpy(self._logits(Xs)), dim=1).numpy()
 
     def predict(self, Xs: Sequence[np.ndarray]) -> np.ndarray:
         """Predicted labels (n,), taken from ``classes_``."""
-        best = self.decision_function(Xs).argmax(axis=1)
+        best = self._logits(Xs).argmax(axis=1)
         return self.classes_[best]
 
     def score(self, Xs: Sequence[np.ndarray], y: Any, sample_weight: Any = None) -> float:
-        """Accuracy of ``predict(Xs)`` against ``y``."""
-        pred = self.predict(Xs)
-        y = checks.labels(y, "y", len(pred))
-        correct = (pred == y).astype(np.float64)
-        if sample_weight is None:
-            return float(correct.mean())
-        return float(np.average(correct, weights=np.asarray(sample_weight, dtype=np.float64)))
+        """Accuracy of the predictions on ``Xs`` against ``y`` (weighted by ``sample_weight`` if given)."""
+        best = self._logits(Xs).argmax(axis=1)
+        pred = self.classes_[best]
+        return float(accuracy_score(checks.labels(y, "y", len(pred)), pred, sample_weight=sample_weight))
 
 
 def match_dimension(X_train: np.ndarray, X_others: Sequence[np.ndarray], dim: int, method: str = "pca",

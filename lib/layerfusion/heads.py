@@ -239,21 +239,20 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         return self
 
     def _checked(self, X: Any) -> np.ndarray:
-        if not hasattr(self, "network_"):
-            raise ValueError("this MLPHead is not fitted yet; call fit(X, y) first")
-        X = checks.features(X, "X", 2)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features but the head was fitted on {self.n_features_in_}")
+        checks.fitted(self)
+        X = checks.width(checks.features(X, "X", 2, finite=True), self.n_features_in_, self)
         return scaling.apply(X, self.mean_, self.scale_)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, (n, n_classes), columns in ``classes_`` order."""
-        logits = predict_logits(self.network_, [self._checked(X)], self.device)
+        X = self._checked(X)
+        logits = predict_logits(self.network_, [X], self.device)
         return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels, (n,)."""
-        logits = predict_logits(self.network_, [self._checked(X)], self.device)
+        X = self._checked(X)
+        logits = predict_logits(self.network_, [X], self.device)
         return self.classes_[logits.argmax(axis=1)]
 
     def score(self, X: Any, y: Any) -> float:

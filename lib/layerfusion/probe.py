@@ -142,8 +142,7 @@ class LayerwiseProbe(BaseEstimator):
         return self
 
     def _check_fitted_input(self, X: Any, arg: str) -> np.ndarray:
-        if not hasattr(self, "coef_"):
-            raise ValueError("this LayerwiseProbe is not fitted yet; call fit(X_train, y_train, X_val, y_val) first")
+        checks.fitted(self, "fit(X_train, y_train, X_val, y_val)")
         X = checks.features(X, arg, 3)
         if X.shape[1:] != (self.n_layers_in_, self.n_features_in_):
             raise ValueError(f"{arg} has (layers, d) = {X.shape[1:]} but the probe was fitted on "
@@ -229,20 +228,18 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
         return self
 
     def _as_stack(self, X: Any) -> np.ndarray:
-        if not hasattr(self, "probe_"):
-            raise ValueError("this LogisticProbe is not fitted yet; call fit(X, y) first")
-        X = checks.features(X, "X", 2)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features but the probe was fitted on {self.n_features_in_}")
-        return X[:, None, :]
+        checks.fitted(self)
+        return checks.width(checks.features(X, "X", 2), self.n_features_in_, self)[:, None, :]
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels, (n,)."""
-        return self.probe_.predict(self._as_stack(X))[0]
+        X = self._as_stack(X)
+        return self.probe_.predict(X)[0]
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, (n, n_classes), columns in ``classes_`` order."""
-        return self.probe_.predict_proba(self._as_stack(X))[0]
+        X = self._as_stack(X)
+        return self.probe_.predict_proba(X)[0]
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Logits on the original features: (n,) for two classes, else (n, n_classes)."""
@@ -252,4 +249,5 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
 
     def score(self, X: Any, y: Any) -> float:
         """Accuracy; ``y`` must hold only labels seen in training."""
-        return float(self.probe_.score(self._as_stack(X), y)[0])
+        X = self._as_stack(X)
+        return float(self.probe_.score(X, y)[0])
