@@ -24,19 +24,17 @@ def _working_copy(X: np.ndarray, arg: str) -> np.ndarray:
     return checks.features(X, arg, 2, min_rows=2, dtype=np.float32, finite=True, copy=True)
 
 
-def _gram_spectrum(Z: np.ndarray) -> np.ndarray:
-    """Eigenvalues (descending, >= 0) of Z Zᵀ, via the d×d covariance or the n×n Gram, whichever is smaller."""
+def _spectrum(Z: np.ndarray) -> np.ndarray:
+    """The eigenvalues of Z Zᵀ above the float32 round-off level of the product, descending (empty for zero Z).
+
+    Computed from the d×d covariance or the n×n Gram, whichever is smaller.
+    """
     n, d = Z.shape
     small = Z.T @ Z if d <= n else Z @ Z.T
-    eig = np.linalg.eigvalsh(small.astype(np.float64))[::-1]
-    return np.clip(eig, 0.0, None)
-
-
-def _numerical_rank(eig: np.ndarray, shape: tuple[int, int]) -> int:
-    """Eigenvalues above the float32 round-off level of the product that produced them."""
+    eig = np.clip(np.linalg.eigvalsh(small.astype(np.float64))[::-1], 0.0, None)
     if eig.size == 0 or eig[0] <= 0:
-        return 0
-    return int(np.sum(eig > eig[0] * max(shape) * _EPS32))
+        return eig[:0]
+    return eig[:int(np.sum(eig > eig[0] * max(Z.shape) * _EPS32))]
 
 
 def _entropy(p: np.ndarray, alpha: float) -> float:
@@ -68,14 +66,13 @@ def matrix_entropy(X: np.ndarray, alpha: float = 1.0, normalize: str | None = "m
     if normalize not in ("max_rank", "rank", None):
         raise ValueError(f"normalize must be 'max_rank', 'rank' or None, got {normalize!r}")
     Z = _centre_normalise(_working_copy(X, "X"))
-    eig = _gram_spectrum(Z)
-    rank = _numerical_rank(eig, Z.shape)
-    if rank == 0:
+    eig = _spectrum(Z)
+    if eig.size == 0:
         return 0.0
-    h = _entropy(eig[:rank] / eig[:rank].sum(), alpha)
+    h = _entropy(eig / eig.sum(), alpha)
     if normalize is None:
         return h
-    ref = min(Z.shape[0] - 1, Z.shape[1]) if normalize == "max_rank" else rank
+    ref = min(Z.shape[0] - 1, Z.shape[1]) if normalize == "max_rank" else eig.size
     return float(h / np.log(ref)) if ref > 1 else 0.0
 
 
@@ -88,11 +85,10 @@ def effective_rank(X: np.ndarray, center: bool = True) -> float:
     Z = _working_copy(X, "X")
     if center:
         Z -= Z.mean(axis=0, keepdims=True)
-    eig = _gram_spectrum(Z)
-    rank = _numerical_rank(eig, Z.shape)
-    if rank == 0:
+    eig = _spectrum(Z)
+    if eig.size == 0:
         return 0.0
-    s = np.sqrt(eig[:rank])
+    s = np.sqrt(eig)
     return float(np.exp(_entropy(s / s.sum(), 1.0)))
 
 

@@ -86,11 +86,13 @@ class FusionOperator(nn.Module):
 
 
 class _Projecting(FusionOperator):
-    """Shared part of the authors' scheme: each input to ``proj_dim`` by its own learned linear projection."""
+    """Shared part of the authors' scheme: each input to ``proj_dim`` by its own learned linear projection (output
+    ``proj_dim`` unless a subclass says otherwise)."""
 
     def __init__(self, dims: Sequence[int], proj_dim: int = 256, dropout: float = 0.0) -> None:
         super().__init__(dims, proj_dim, dropout)
         self.projections = nn.ModuleList(nn.Linear(d, self.proj_dim) for d in self.dims)
+        self.out_dim = self.proj_dim
 
     def project(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         return [proj(x) for proj, x in zip(self.projections, xs)]
@@ -124,10 +126,6 @@ class ProjectedSum(_Projecting):
 
     name = "sum"
 
-    def __init__(self, dims: Sequence[int], proj_dim: int = 256, dropout: float = 0.0) -> None:
-        super().__init__(dims, proj_dim, dropout)
-        self.out_dim = self.proj_dim
-
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(self.project(xs), dim=0).sum(dim=0)
 
@@ -137,10 +135,6 @@ class ProjectedProduct(_Projecting):
     """Hadamard (element-wise) product of the projections; output ``proj_dim``."""
 
     name = "product"
-
-    def __init__(self, dims: Sequence[int], proj_dim: int = 256, dropout: float = 0.0) -> None:
-        super().__init__(dims, proj_dim, dropout)
-        self.out_dim = self.proj_dim
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         return _product(self.project(xs))
@@ -286,8 +280,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"head must be 'linear' or 'mlp', got {self.head!r}")
         checks.positive_int(self.patience, "patience")
         _operator_class(self.operator)
-        return TrainingSettings(lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size,
-                                epochs=self.epochs, random_state=self.random_state, device=self.device)
+        return TrainingSettings.from_params(self.get_params())
 
     def fit(self, Xs: Sequence[np.ndarray], y: Any, Xs_val: Sequence[np.ndarray] | None = None,
             y_val: Any = None) -> FusionClassifier:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -80,6 +80,11 @@ class TrainingSettings:
         object.__setattr__(self, "epochs", checks.positive_int(self.epochs, "epochs"))
         if isinstance(self.random_state, bool) or not isinstance(self.random_state, (int, np.integer)):
             raise ValueError(f"random_state must be an integer seed, got {self.random_state!r}")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> TrainingSettings:
+        """The settings among an estimator's ``get_params()`` (which hold more)."""
+        return cls(**{f.name: params[f.name] for f in fields(cls)})
 
 
 @dataclass
@@ -204,8 +209,7 @@ class MLPHead(ClassifierMixin, BaseEstimator):
             checks.fraction(p, f"dropout rates {dropout}: each")
         if self.select_epoch not in ("last", "val"):
             raise ValueError(f"select_epoch must be 'last' or 'val', got {self.select_epoch!r}")
-        return TrainingSettings(lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size,
-                                epochs=self.epochs, random_state=self.random_state, device=self.device)
+        return TrainingSettings.from_params(self.get_params())
 
     def fit(self, X: Any, y: Any, eval_sets: dict[str, tuple[Any, Any]] | None = None) -> MLPHead:
         """Train for ``epochs`` epochs on ``X`` (n, d), scoring every evaluation set after each epoch."""
