@@ -23,17 +23,18 @@ Aligning them is one argument per caller and a re-run of the book.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["Floor", "scales", "statistics", "apply"]
+__all__ = ["Floor", "Array", "scales", "statistics", "apply"]
 
 Floor = str | float
 """``"sklearn"``, ``"magnitude"`` or a positive number (a clamp); see the module docstring."""
 
-Array = TypeVar("Array", np.ndarray, torch.Tensor)
+Array = np.ndarray | torch.Tensor
+"""A numpy array or a torch tensor (``scales`` returns the kind it is given)."""
 
 
 def scales(mean: Array, var: Array, n_samples: int, floor: Floor = "sklearn") -> Array:
