@@ -250,7 +250,8 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
     with cross-entropy on logits; with validation data it early-stops on validation accuracy (``patience`` epochs
     without a strict improvement) and restores the best epoch's weights. ``head="mlp"`` is the paper's head
     d -> 1024 -> 256 -> C with dropout 0.5 / 0.3. ``dropout`` applies inside operators that have one (CoOccurrence).
-    Deterministic for a ``random_state`` on CPU; the global torch RNG is left untouched.
+    Deterministic for a ``random_state`` on CPU; the global torch RNG is left untouched. Inputs are lists of
+    matrices, so scikit-learn's data checks run on it through a one-input wrapper (``tests/test_estimator_checks.py``).
 
     Fitted attributes: ``classes_``, ``operator_`` (the fitted ``FusionOperator``), ``network_``, ``history_``
     (one dict per epoch: ``epoch``, ``train_loss``, ``val_accuracy``), ``best_epoch_``, ``n_epochs_``, ``dims_``

@@ -229,10 +229,11 @@ class MLPHead(ClassifierMixin, BaseEstimator):
             if Xe.shape[1] != X.shape[1]:
                 raise ValueError(f"eval_sets[{name!r}] X has {Xe.shape[1]} features but X has {X.shape[1]}")
             ye = checks.labels(pair[1], f"eval_sets[{name!r}] y", Xe.shape[0])
-            evals[name] = ([scaling.apply(Xe, self.mean_, self.scale_)], checks.encode(ye, classes, f"eval_sets[{name!r}] y"))
+            evals[name] = ([scaling.apply(Xe, self.mean_, self.scale_)],
+                           checks.encode(ye, classes, f"eval_sets[{name!r}] y"))
         hidden, dropout = tuple(self.hidden), tuple(self.dropout)
-        net, log = train(lambda: MLP(X.shape[1], hidden, dropout, classes.size), [scaling.apply(X, self.mean_, self.scale_)],
-                         checks.encode(y, classes, "y"), settings, evals,
+        net, log = train(lambda: MLP(X.shape[1], hidden, dropout, classes.size),
+                         [scaling.apply(X, self.mean_, self.scale_)], checks.encode(y, classes, "y"), settings, evals,
                          restore_best=self.select_epoch == "val", progress=self.progress, desc="MLP epochs")
         self.selected_epoch_ = log.best_epoch if self.select_epoch == "val" else settings.epochs
         self.history_ = pd.DataFrame([{"epoch": epoch, "set": name, "accuracy": acc}

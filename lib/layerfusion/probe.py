@@ -55,6 +55,9 @@ class LayerwiseProbe(BaseEstimator):
     ``val_scores_per_C_`` (L, len(Cs)), ``val_predictions_`` (L, n_val), ``n_iter_`` (L, len(Cs)),
     ``coef_`` (L, d, K) and ``intercept_`` (L, K) on standardised features (K = 1 for two classes, else the number
     of classes), ``mean_`` and ``scale_`` (L, d) the training standardisation.
+
+    A scikit-learn estimator in its API (parameters, cloning, tags), not a drop-in classifier: ``X`` is (n, L, d) and
+    every method answers per layer, so scikit-learn's data checks run on ``LogisticProbe``, this solver on one layer.
     """
 
     def __init__(self, Cs: Sequence[float] = DEFAULT_CS, max_iter: int = 200, tol: float = 1e-6,

@@ -9,9 +9,9 @@ the batch converges like separate fits, but each layer's features are read once 
 The objective per problem is scikit-learn's ``LogisticRegression(C=C)``: the sum of log-losses plus
 ``0.5 / C * ||W||^2`` with the intercept unpenalised (binomial with one weight vector for two classes, multinomial
 with one per class otherwise), on features standardised with the training mean and standard deviation
-(``moments``, the engine's standardisation rule in torch), so results agree with ``make_pipeline(StandardScaler(), LogisticRegression(C=C))``. Layers are
-processed in chunks (``layer_chunk``), each converted to the compute dtype only while it is fitted or scored
-(``load_chunk``; the cache stores float16).
+(``moments``, the engine's standardisation rule in torch), so results agree with
+``make_pipeline(StandardScaler(), LogisticRegression(C=C))``. Layers are processed in chunks (``layer_chunk``),
+each converted to the compute dtype only while it is fitted or scored (``load_chunk``; the cache stores float16).
 
 The estimators built on it are in ``layerfusion.probe``.
 """
