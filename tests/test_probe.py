@@ -1,5 +1,5 @@
-"""Tests for layerfusion.probe: the batched all-layer logistic probe (shapes, agreement with scikit-learn, input
-checks, chunking), the single-matrix LogisticProbe and the authors' MLP head."""
+"""Tests for layerfusion.probe and its solver: the batched all-layer logistic probe (shapes, agreement with
+scikit-learn, input checks, chunking) and the single-matrix LogisticProbe."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from layerfusion import probe
+from layerfusion import probe, solver
 
 
 def _layered(n: int = 600, d: int = 64, classes: int = 3, layers: int = 3, seed: int = 0):
@@ -120,12 +120,12 @@ def test_layerwise_reads_read_only_and_foreign_byte_order_alike(fitted):
 
 def test_layer_chunks_count_the_solver_state(monkeypatch):
     """Chunks hold CHUNK_BYTES of features plus L-BFGS state: many classes mean fewer layers a chunk."""
-    monkeypatch.setattr(probe, "CHUNK_BYTES", 64 * 2**20)
+    monkeypatch.setattr(solver, "CHUNK_BYTES", 64 * 2**20)
     X = np.zeros((400, 31, 576), dtype=np.float16)
-    assert probe._layer_chunk(X, 5, 4) == 5
-    assert probe._layer_chunk(X, None, 4) == 31
-    binary = probe._layer_chunk(X, None, 4, n_params=3 * 1 * 577, n_logits=400 * 3)
-    many = probe._layer_chunk(X, None, 4, n_params=3 * 52 * 577, n_logits=400 * 3 * 52)
+    assert solver.layer_chunk(X, 5, 4) == 5
+    assert solver.layer_chunk(X, None, 4) == 31
+    binary = solver.layer_chunk(X, None, 4, n_params=3 * 1 * 577, n_logits=400 * 3)
+    many = solver.layer_chunk(X, None, 4, n_params=3 * 52 * 577, n_logits=400 * 3 * 52)
     per_layer = (400 * 576 + 30 * 3 * 52 * 577 + 10 * 400 * 3 * 52) * 4
     assert binary == 31 and many == 64 * 2**20 // per_layer < 31
 
@@ -158,7 +158,7 @@ def test_layerwise_keeps_label_values():
     (lambda X, y: probe.LayerwiseProbe(Cs=(1.0, -1.0)).fit(X, y, X, y), "Cs"),
     (lambda X, y: probe.LayerwiseProbe().fit(X, np.where(np.arange(len(y)) == 0, np.nan, y), X, y), "y_train.*NaN"),
     (lambda X, y: probe.LayerwiseProbe().fit(X, y, X, y + 5), "y_val has labels not seen"),
-    (lambda X, y: probe.LayerwiseProbe().fit(X, np.zeros_like(y), X, y), "single class"),
+    (lambda X, y: probe.LayerwiseProbe().fit(X, np.zeros_like(y), X, y), "only one class"),
     (lambda X, y: probe.LayerwiseProbe(dtype="float16").fit(X, y, X, y), "dtype"),
     (lambda X, y: probe.LayerwiseProbe().fit(np.where(X > 2, np.nan, X), y, X, y), "X_train contains NaN"),
 ])
@@ -207,60 +207,3 @@ def test_logistic_probe_selects_C_on_validation():
         probe.LogisticProbe(Cs=(0.1, 1.0)).fit(X, y)
     with pytest.raises(ValueError, match="X must be 2-D"):
         probe.LogisticProbe().fit(stack, y)
-
-
-def _mlp_data():
-    stack, y = _layered(n=300, d=12, classes=3, layers=1, seed=5)
-    X = stack[:, 0]
-    return (X[:200], y[:200]), (X[200:250], y[200:250]), (X[250:], y[250:])
-
-
-def test_mlp_history_and_determinism():
-    (Xtr, ytr), val, test = _mlp_data()
-    kwargs = dict(hidden=(32, 16), epochs=4, batch_size=100, lr=1e-3, random_state=0)
-    a = probe.MLPHead(**kwargs).fit(Xtr.astype(np.float16), ytr, eval_sets={"val": val, "test": test})
-    b = probe.MLPHead(**kwargs).fit(Xtr.astype(np.float16), ytr, eval_sets={"val": val, "test": test})
-    assert len(a.history_) == 4 * 2 and list(a.history_.columns) == ["epoch", "set", "accuracy"]
-    pd_test = a.history_[a.history_["set"] == "test"]
-    assert pd_test["accuracy"].max() >= pd_test["accuracy"].iloc[-1]
-    np.testing.assert_array_equal(a.predict_proba(test[0]), b.predict_proba(test[0]))
-    assert a.history_.equals(b.history_)
-    assert len(a.loss_curve_) == 4 and a.selected_epoch_ == 4
-    other = probe.MLPHead(**{**kwargs, "random_state": 1, "epochs": 1}).fit(Xtr, ytr)
-    assert not np.array_equal(other.predict_proba(test[0]), probe.MLPHead(**{**kwargs, "epochs": 1}).fit(
-        Xtr, ytr).predict_proba(test[0]))
-
-
-def test_mlp_select_val_epoch_restores_best():
-    (Xtr, ytr), val, test = _mlp_data()
-    head = probe.MLPHead(hidden=(32, 16), epochs=8, batch_size=64, lr=1e-3, select_epoch="val")
-    head.fit(Xtr, ytr, eval_sets={"val": val})
-    hist = head.history_.set_index("epoch")["accuracy"]
-    assert head.selected_epoch_ == int(hist.idxmax())
-    assert head.score(*val) == pytest.approx(hist.max())
-    with pytest.raises(ValueError, match="select_epoch='val' needs"):
-        probe.MLPHead(select_epoch="val", epochs=1).fit(Xtr, ytr)
-
-
-def test_mlp_separable_reaches_100_percent():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, size=200)
-    X = rng.standard_normal((200, 5)).astype(np.float32)
-    X[:, 0] += 4.0 * (2 * y - 1)
-    head = probe.MLPHead(hidden=(16, 8), dropout=(0.0, 0.0), epochs=40, batch_size=50, lr=1e-2).fit(X, y)
-    assert head.score(X, y) == 1.0
-
-
-def test_mlp_rejects_bad_input():
-    (Xtr, ytr), val, _ = _mlp_data()
-    with pytest.raises(ValueError, match="X must be 2-D"):
-        probe.MLPHead(epochs=1).fit(Xtr[:, :, None], ytr)
-    with pytest.raises(ValueError, match="y must be 1-D"):
-        probe.MLPHead(epochs=1).fit(Xtr, ytr[:-1])
-    with pytest.raises(ValueError, match=r"eval_sets\['val'\] y has labels not seen"):
-        probe.MLPHead(epochs=1).fit(Xtr, ytr, eval_sets={"val": (val[0], val[1] + 10)})
-    with pytest.raises(ValueError, match="hidden"):
-        probe.MLPHead(hidden=(8,), dropout=(0.1, 0.2), epochs=1).fit(Xtr, ytr)
-    head = probe.MLPHead(hidden=(8,), dropout=(0.1,), epochs=1).fit(Xtr, ytr)
-    with pytest.raises(ValueError, match="X has 3 features"):
-        head.predict(Xtr[:, :3])

@@ -95,11 +95,11 @@ def test_bad_values_are_refused_where_they_enter(tmp_path, edit, expected):
 
 def test_one_source_of_defaults_the_engines_own():
     """Knobs an engine class also has default to that class's default; the shipped profiles state theirs."""
-    from layerfusion import extract, fusion, probe
+    from layerfusion import extract, fusion, heads, probe
 
     own = probe.LayerwiseProbe()
     assert settings.ProbeSettings().params() == {"Cs": tuple(own.Cs), "max_iter": own.max_iter, "tol": own.tol}
-    assert settings.AuthorsProtocol().epochs == probe.MLPHead().epochs
+    assert settings.AuthorsProtocol().epochs == heads.MLPHead().epochs
     classifier = fusion.FusionClassifier()
     assert (settings.FusionSettings().proj_dim, settings.FusionSettings().epochs) == (classifier.proj_dim,
                                                                                       classifier.epochs)

@@ -11,39 +11,30 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import cohen_kappa_score
 from tqdm.auto import tqdm
 
-from layerfusion.stats import _paired
+from layerfusion import checks
 
 _EPS32 = float(np.finfo(np.float32).eps)
 
 
-def _matrix(name: str, X: np.ndarray, min_rows: int = 2) -> np.ndarray:
-    """A float32 (n, d) working copy of ``X`` (one layer), validated."""
-    arr = np.asarray(X)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (n_items, dim) array, got shape {arr.shape}")
-    if arr.shape[0] < min_rows or arr.shape[1] < 1:
-        raise ValueError(f"{name} needs at least {min_rows} rows and 1 column, got shape {arr.shape}")
-    arr = arr.astype(np.float32, copy=True)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values; check the extraction for overflow")
-    return arr
+def _working_copy(X: np.ndarray, arg: str) -> np.ndarray:
+    """A validated float32 copy of one layer's (n, d) vectors, n >= 2 (the scores below modify it in place)."""
+    return checks.features(X, arg, 2, min_rows=2, dtype=np.float32, finite=True, copy=True)
 
 
-def _gram_spectrum(Z: np.ndarray) -> np.ndarray:
-    """Eigenvalues (descending, >= 0) of Z Zᵀ, via the d×d covariance or the n×n Gram, whichever is smaller."""
+def _spectrum(Z: np.ndarray) -> np.ndarray:
+    """The eigenvalues of Z Zᵀ above the float32 round-off level of the product, descending (empty for zero Z).
+
+    Computed from the d×d covariance or the n×n Gram, whichever is smaller.
+    """
     n, d = Z.shape
     small = Z.T @ Z if d <= n else Z @ Z.T
-    eig = np.linalg.eigvalsh(small.astype(np.float64))[::-1]
-    return np.clip(eig, 0.0, None)
-
-
-def _numerical_rank(eig: np.ndarray, shape: tuple[int, int]) -> int:
-    """Eigenvalues above the float32 round-off level of the product that produced them."""
+    eig = np.clip(np.linalg.eigvalsh(small.astype(np.float64))[::-1], 0.0, None)
     if eig.size == 0 or eig[0] <= 0:
-        return 0
-    return int(np.sum(eig > eig[0] * max(shape) * _EPS32))
+        return eig[:0]
+    return eig[:int(np.sum(eig > eig[0] * max(Z.shape) * _EPS32))]
 
 
 def _entropy(p: np.ndarray, alpha: float) -> float:
@@ -74,15 +65,14 @@ def matrix_entropy(X: np.ndarray, alpha: float = 1.0, normalize: str | None = "m
         raise ValueError(f"alpha must be positive, got {alpha!r}")
     if normalize not in ("max_rank", "rank", None):
         raise ValueError(f"normalize must be 'max_rank', 'rank' or None, got {normalize!r}")
-    Z = _centre_normalise(_matrix("X", X))
-    eig = _gram_spectrum(Z)
-    rank = _numerical_rank(eig, Z.shape)
-    if rank == 0:
+    Z = _centre_normalise(_working_copy(X, "X"))
+    eig = _spectrum(Z)
+    if eig.size == 0:
         return 0.0
-    h = _entropy(eig[:rank] / eig[:rank].sum(), alpha)
+    h = _entropy(eig / eig.sum(), alpha)
     if normalize is None:
         return h
-    ref = min(Z.shape[0] - 1, Z.shape[1]) if normalize == "max_rank" else rank
+    ref = min(Z.shape[0] - 1, Z.shape[1]) if normalize == "max_rank" else eig.size
     return float(h / np.log(ref)) if ref > 1 else 0.0
 
 
@@ -92,14 +82,13 @@ def effective_rank(X: np.ndarray, center: bool = True) -> float:
     Between 1 (one direction) and min(n, d) (all singular values equal); columns are centred first by default so the
     mean vector does not count as a direction.
     """
-    Z = _matrix("X", X)
+    Z = _working_copy(X, "X")
     if center:
         Z -= Z.mean(axis=0, keepdims=True)
-    eig = _gram_spectrum(Z)
-    rank = _numerical_rank(eig, Z.shape)
-    if rank == 0:
+    eig = _spectrum(Z)
+    if eig.size == 0:
         return 0.0
-    s = np.sqrt(eig[:rank])
+    s = np.sqrt(eig)
     return float(np.exp(_entropy(s / s.sum(), 1.0)))
 
 
@@ -109,7 +98,7 @@ def anisotropy(X: np.ndarray, n_pairs: int | None = None, random_state: int = 0)
     Exact by default, through the sum of the unit vectors: ``sum_{i != j} u_i·u_j = |sum u_i|² - sum |u_i|²``.
     With ``n_pairs`` it is estimated from that many random pairs of distinct rows (seeded). Zero rows count as 0.
     """
-    U = _matrix("X", X)
+    U = _working_copy(X, "X")
     norms = np.linalg.norm(U, axis=1, keepdims=True)
     np.divide(U, norms, out=U, where=norms > 0)
     U[(norms == 0).ravel()] = 0.0
@@ -118,8 +107,7 @@ def anisotropy(X: np.ndarray, n_pairs: int | None = None, random_state: int = 0)
         total = U.sum(axis=0, dtype=np.float64)
         self_sim = float(np.sum(norms > 0))
         return float((total @ total - self_sim) / (n * (n - 1)))
-    if n_pairs < 1:
-        raise ValueError(f"n_pairs must be a positive integer or None, got {n_pairs!r}")
+    n_pairs = checks.positive_int(n_pairs, "n_pairs")
     rng = np.random.default_rng(random_state)
     i = rng.integers(0, n, size=n_pairs)
     j = (i + rng.integers(1, n, size=n_pairs)) % n
@@ -135,9 +123,7 @@ def layer_report(X_layers: np.ndarray, layers: Sequence[int] | None = None, *, a
     copied to float32, never the whole array to float64. ``max_items`` scores a seeded random subset of rows (the
     same rows for every layer) to bound the cost on large splits. ``layers`` labels the rows (default 0..L-1).
     """
-    if getattr(X_layers, "ndim", None) != 3:
-        raise ValueError(f"X_layers must be a 3-D (n_items, n_layers, dim) array, got shape "
-                         f"{getattr(X_layers, 'shape', None)}")
+    X_layers = checks.features(X_layers, "X_layers", 3)
     n, n_layers, _ = X_layers.shape
     labels = list(range(n_layers)) if layers is None else [int(x) for x in layers]
     if len(labels) != n_layers:
@@ -159,7 +145,7 @@ def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
     ``||Yᵀ X||²_F / (||Xᵀ X||_F ||Yᵀ Y||_F)`` after centring columns: 1 for representations equal up to rotation
     and isotropic scaling, near 0 for unrelated ones. Computed in feature space or item space, whichever is cheaper.
     """
-    Xc, Yc = _matrix("X", X), _matrix("Y", Y)
+    Xc, Yc = _working_copy(X, "X"), _working_copy(Y, "Y")
     if Xc.shape[0] != Yc.shape[0]:
         raise ValueError(f"X has {Xc.shape[0]} rows but Y has {Yc.shape[0]}; rows must be the same items")
     Xc = Xc.astype(np.float64)
@@ -181,17 +167,11 @@ def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
 def cohen_kappa(a: Sequence | np.ndarray, b: Sequence | np.ndarray) -> float:
     """Cohen's kappa between two prediction arrays: agreement beyond what their label frequencies give by chance.
 
-    NaN when chance agreement is already 1 (both constant on the same label), as in sklearn.
+    scikit-learn's ``cohen_kappa_score``; NaN (with its warning) when chance agreement is already 1 (both constant on
+    the same label).
     """
-    a, b = _paired(a=a, b=b)
-    classes, codes = np.unique(np.concatenate([a, b]), return_inverse=True)
-    ca, cb = codes[:len(a)], codes[len(a):]
-    k = len(classes)
-    observed = float(np.mean(ca == cb))
-    expected = float(np.bincount(ca, minlength=k) @ np.bincount(cb, minlength=k)) / len(a) ** 2
-    if expected == 1.0:
-        return float("nan")
-    return (observed - expected) / (1.0 - expected)
+    a, b = checks.paired(a=a, b=b)
+    return float(cohen_kappa_score(a, b))
 
 
 def error_overlap(y: Sequence | np.ndarray, a: Sequence | np.ndarray, b: Sequence | np.ndarray) -> dict[str, float]:
@@ -201,7 +181,7 @@ def error_overlap(y: Sequence | np.ndarray, a: Sequence | np.ndarray, b: Sequenc
     error rates), ``jaccard`` (``|errors a ∩ errors b| / |errors a ∪ errors b|``, NaN when neither errs) and
     ``oracle_accuracy`` (an item counts as right when either is right: the ceiling for fusing the two).
     """
-    y, a, b = _paired(y=y, a=a, b=b)
+    y, a, b = checks.paired(y=y, a=a, b=b)
     wrong_a, wrong_b = a != y, b != y
     both = float(np.mean(wrong_a & wrong_b))
     union = int(np.sum(wrong_a | wrong_b))

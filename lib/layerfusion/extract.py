@@ -25,6 +25,7 @@ import numpy as np
 
 from layerfusion import pooling as pooling_mod
 from layerfusion.models.spec import format_texts
+from layerfusion.checks import texts as check_texts
 
 logger = logging.getLogger(__name__)
 
@@ -81,21 +82,6 @@ def resolve_layers(layers: Sequence[int] | None, n_hidden_states: int) -> tuple[
         raise ValueError(f"layers {bad} are out of range for a model with {n_hidden_states} hidden states "
                          f"(0..{n_hidden_states - 1}, or negative from the end)")
     return tuple(sorted({int(x) % n_hidden_states for x in layers}))
-
-
-def check_texts(texts: Sequence[Any]) -> list[str]:
-    """Return ``texts`` as a list; None, non-str, empty or whitespace-only entries raise ValueError naming them."""
-    if isinstance(texts, str):
-        raise ValueError("texts must be a sequence of strings, not a single string; wrap it in a list")
-    texts = list(texts)
-    if not texts:
-        raise ValueError("texts is empty; pass at least one text")
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-    if bad:
-        shown = ", ".join(str(i) for i in bad[:10]) + (f", ... ({len(bad)} in all)" if len(bad) > 10 else "")
-        raise ValueError(f"texts at indices [{shown}] are None, not str, empty or whitespace-only; drop or fill "
-                         "them before extraction")
-    return texts
 
 
 # --- tokenizing and batching -------------------------------------------------------------------------------------

@@ -3,16 +3,15 @@
 Every operator maps a list of inputs ``[X_1 (n, d_1), ..., X_k (n, d_k)]`` to one vector per text. Operators share
 one interface (``FusionOperator``: an ``nn.Module`` built from the input dimensions once they are known) and live in
 the ``OPERATORS`` registry, so adding an operator is adding one class. ``FusionClassifier`` standardises each input
-on train, trains operator + head end to end, and early-stops on validation accuracy. ``match_dimension`` gives the fair
-control "the fusion squeezed to the single model's dimension", fitted on train only.
+on train, trains operator + head end to end with the engine's one training loop (``heads.train``), and early-stops
+on validation accuracy. ``match_dimension`` gives the fair control "the fusion squeezed to the single model's
+dimension", fitted on train only.
 
-Arrays in and out are numpy; torch stays inside this module.
+Arrays in and out are numpy; torch stays inside the operators and the classifier.
 """
 
 from __future__ import annotations
 
-import copy
-import math
 import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -21,10 +20,11 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.decomposition import PCA
+from sklearn.metrics import accuracy_score
 from torch import nn
-from tqdm.auto import tqdm
 
-from layerfusion.probe import MLP
+from layerfusion import checks, scaling
+from layerfusion.heads import MLP, PAPER_DROPOUT, PAPER_HIDDEN, TrainingSettings, predict_logits, train
 
 __all__ = [
     "OPERATORS", "FusionOperator", "Concat", "ProjectedSum", "ProjectedProduct", "Residual", "CoOccurrence",
@@ -33,9 +33,9 @@ __all__ = [
 
 OPERATORS: dict[str, type[FusionOperator]] = {}
 
-MLP_HIDDEN = (1024, 256)
-MLP_DROPOUT = (0.5, 0.3)
-_PREDICT_BATCH = 4096
+FLOOR = 1e-6
+"""Smallest divisor when standardising fusion inputs (``scaling.statistics``; kept from before the engine shared
+one rule, see ``layerfusion.scaling``)."""
 
 
 def register_operator(cls: type[FusionOperator]) -> type[FusionOperator]:
@@ -63,13 +63,9 @@ class FusionOperator(nn.Module):
     def __init__(self, dims: Sequence[int], proj_dim: int = 256, dropout: float = 0.0) -> None:
         super().__init__()
         self.check_dims(dims)
-        if int(proj_dim) < 1:
-            raise ValueError(f"proj_dim must be a positive integer, got {proj_dim!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.dims = tuple(int(d) for d in dims)
-        self.proj_dim = int(proj_dim)
-        self.dropout = float(dropout)
+        self.proj_dim = checks.positive_int(proj_dim, "proj_dim")
+        self.dropout = checks.fraction(dropout, "dropout")
         self.out_dim = 0
 
     @classmethod
@@ -90,11 +86,13 @@ class FusionOperator(nn.Module):
 
 
 class _Projecting(FusionOperator):
-    """Shared part of the authors' scheme: each input to ``proj_dim`` by its own learned linear projection."""
+    """Shared part of the authors' scheme: each input to ``proj_dim`` by its own learned linear projection (output
+    ``proj_dim`` unless a subclass says otherwise)."""
 
     def __init__(self, dims: Sequence[int], proj_dim: int = 256, dropout: float = 0.0) -> None:
         super().__init__(dims, proj_dim, dropout)
         self.projections = nn.ModuleList(nn.Linear(d, self.proj_dim) for d in self.dims)
+        self.out_dim = self.proj_dim
 
     def project(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         return [proj(x) for proj, x in zip(self.projections, xs)]
@@ -128,10 +126,6 @@ class ProjectedSum(_Projecting):
 
     name = "sum"
 
-    def __init__(self, dims: Sequence[int], proj_dim: int = 256, dropout: float = 0.0) -> None:
-        super().__init__(dims, proj_dim, dropout)
-        self.out_dim = self.proj_dim
-
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(self.project(xs), dim=0).sum(dim=0)
 
@@ -141,10 +135,6 @@ class ProjectedProduct(_Projecting):
     """Hadamard (element-wise) product of the projections; output ``proj_dim``."""
 
     name = "product"
-
-    def __init__(self, dims: Sequence[int], proj_dim: int = 256, dropout: float = 0.0) -> None:
-        super().__init__(dims, proj_dim, dropout)
-        self.out_dim = self.proj_dim
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         return _product(self.project(xs))
@@ -237,39 +227,6 @@ def _operator_class(operator: str | type[FusionOperator]) -> type[FusionOperator
                      "or register a FusionOperator subclass with register_operator")
 
 
-def _check_matrices(Xs: Any, arg: str) -> list[np.ndarray]:
-    """Validate a list of 2-D finite matrices with one row count; return float32 copies."""
-    if isinstance(Xs, np.ndarray) or not isinstance(Xs, (list, tuple)):
-        raise ValueError(f"{arg} must be a list of 2-D arrays (one per input), got {type(Xs).__name__}; "
-                         f"wrap a single matrix as [X]")
-    if len(Xs) == 0:
-        raise ValueError(f"{arg} is empty; pass at least one (n, d) feature matrix")
-    out = []
-    for i, X in enumerate(Xs):
-        A = np.asarray(X)
-        if A.ndim != 2:
-            raise ValueError(f"{arg}[{i}] must be 2-D (n, d), got shape {A.shape}")
-        if not np.issubdtype(A.dtype, np.number):
-            raise ValueError(f"{arg}[{i}] must be numeric, got dtype {A.dtype}")
-        A = A.astype(np.float32)
-        if not np.isfinite(A).all():
-            raise ValueError(f"{arg}[{i}] contains NaN or inf; clean or impute the features first")
-        out.append(A)
-    ns = [A.shape[0] for A in out]
-    if len(set(ns)) > 1:
-        raise ValueError(f"{arg}: inputs have different numbers of rows {ns}; every input must hold the same texts")
-    if ns[0] == 0:
-        raise ValueError(f"{arg}: inputs have no rows")
-    return out
-
-
-def _check_labels(y: Any, n: int, arg: str) -> np.ndarray:
-    y = np.asarray(y)
-    if y.ndim != 1 or len(y) != n:
-        raise ValueError(f"{arg} must be 1-D with one label per row ({n}), got shape {y.shape}")
-    return y
-
-
 class _Network(nn.Module):
     """Operator followed by a linear or MLP head returning logits."""
 
@@ -280,10 +237,10 @@ class _Network(nn.Module):
         if head == "linear":
             self.head: nn.Module = nn.Linear(d, n_classes)
         else:
-            self.head = MLP(d, MLP_HIDDEN, MLP_DROPOUT, n_classes)
+            self.head = MLP(d, PAPER_HIDDEN, PAPER_DROPOUT, n_classes)
 
-    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        return self.head(self.operator(xs))
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.operator(list(xs)))
 
 
 class FusionClassifier(ClassifierMixin, BaseEstimator):
@@ -293,10 +250,12 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
     with cross-entropy on logits; with validation data it early-stops on validation accuracy (``patience`` epochs
     without a strict improvement) and restores the best epoch's weights. ``head="mlp"`` is the paper's head
     d -> 1024 -> 256 -> C with dropout 0.5 / 0.3. ``dropout`` applies inside operators that have one (CoOccurrence).
-    Deterministic for a ``random_state`` on CPU; the global torch RNG is left untouched.
+    Deterministic for a ``random_state`` on CPU; the global torch RNG is left untouched. Inputs are lists of
+    matrices, so scikit-learn's data checks run on it through a one-input wrapper (``tests/test_estimator_checks.py``).
 
     Fitted attributes: ``classes_``, ``operator_`` (the fitted ``FusionOperator``), ``network_``, ``history_``
-    (one dict per epoch: ``epoch``, ``train_loss``, ``val_accuracy``), ``best_epoch_``, ``n_epochs_``, ``dims_``.
+    (one dict per epoch: ``epoch``, ``train_loss``, ``val_accuracy``), ``best_epoch_``, ``n_epochs_``, ``dims_``
+    (columns per input) and ``n_features_in_`` (their sum).
     """
 
     def __init__(self, operator: str | type[FusionOperator] = "concat", head: str = "linear", proj_dim: int = 256,
@@ -316,139 +275,83 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.progress = progress
 
-    def _check_params(self) -> None:
+    def _settings(self) -> TrainingSettings:
+        """The validated training settings; raises on a bad hyper-parameter before any work is done."""
         if self.head not in ("linear", "mlp"):
             raise ValueError(f"head must be 'linear' or 'mlp', got {self.head!r}")
-        for name in ("epochs", "batch_size", "patience"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not float(self.lr) > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        checks.positive_int(self.patience, "patience")
         _operator_class(self.operator)
+        return TrainingSettings.from_params(self.get_params())
 
     def fit(self, Xs: Sequence[np.ndarray], y: Any, Xs_val: Sequence[np.ndarray] | None = None,
             y_val: Any = None) -> FusionClassifier:
         """Train on ``Xs`` (list of (n, d_i)) and labels ``y``; early-stop on ``(Xs_val, y_val)`` when given."""
-        self._check_params()
-        Xs = _check_matrices(Xs, "Xs")
-        y = _check_labels(y, Xs[0].shape[0], "y")
+        settings = self._settings()
+        Xs = checks.matrices(Xs, "Xs")
+        y, classes = checks.class_labels(y, "y", Xs[0].shape[0])
         if (Xs_val is None) != (y_val is None):
             raise ValueError("Xs_val and y_val must be given together (or neither)")
         dims = tuple(X.shape[1] for X in Xs)
-        classes, y_idx = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise ValueError(f"y has a single class {classes.tolist()}; a classifier needs at least two")
-        val = None
+        evals = {}
         if Xs_val is not None:
-            Xv = _check_matrices(Xs_val, "Xs_val")
+            Xv = checks.matrices(Xs_val, "Xs_val")
             if tuple(X.shape[1] for X in Xv) != dims:
                 raise ValueError(f"Xs_val has input dims {tuple(X.shape[1] for X in Xv)} but Xs has {dims}")
-            yv = _check_labels(y_val, Xv[0].shape[0], "y_val")
-            known = np.isin(yv, classes)
-            if not known.all():
-                raise ValueError(f"y_val has labels not seen in y: {np.unique(yv[~known]).tolist()}")
-            val = (Xv, np.searchsorted(classes, yv))
+            evals["val"] = (Xv, checks.encode(checks.labels(y_val, "y_val", Xv[0].shape[0]), classes, "y_val"))
         _operator_class(self.operator).check_dims(dims)
-        self.dims_, self.classes_ = dims, classes
-        self.means_ = [X.mean(axis=0) for X in Xs]
-        self.scales_ = [np.maximum(X.std(axis=0), 1e-6).astype(np.float32) for X in Xs]
-        if val is not None:
-            val = (self._standardise(val[0]), val[1])
-        device = torch.device(self.device)
-        fork = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork, device_type="cuda"):
-            torch.manual_seed(int(self.random_state))
-            self._train(self._standardise(Xs), y_idx, val, device)
+        self.dims_, self.classes_, self.n_features_in_ = dims, classes, sum(dims)
+        moments = [scaling.statistics(X, dtype=np.float32, floor=FLOOR) for X in Xs]
+        self.means_, self.scales_ = [m for m, _ in moments], [s for _, s in moments]
+        evals = {name: (self._standardise(Xe), ye) for name, (Xe, ye) in evals.items()}
+
+        def build() -> nn.Module:
+            operator = make_operator(self.operator, dims, proj_dim=int(self.proj_dim), dropout=float(self.dropout))
+            return _Network(operator, self.head, len(classes))
+
+        net, log = train(build, self._standardise(Xs), checks.encode(y, classes, "y"), settings, evals,
+                         restore_best=True, patience=int(self.patience), progress=self.progress, desc="fusion epochs")
+        self.history_ = [{"epoch": epoch, "train_loss": loss, "val_accuracy": scores.get("val", float("nan"))}
+                         for epoch, (loss, scores) in enumerate(zip(log.losses, log.scores), start=1)]
+        self.best_epoch_ = log.best_epoch if evals else log.n_epochs
+        self.n_epochs_ = log.n_epochs
+        self.network_ = net
+        self.operator_ = net.operator
         return self
 
-    def _train(self, Xs: list[np.ndarray], y: np.ndarray, val: tuple | None, device: torch.device) -> None:
-        operator = make_operator(self.operator, self.dims_, proj_dim=int(self.proj_dim), dropout=float(self.dropout))
-        net = _Network(operator, self.head, len(self.classes_)).to(device)
-        opt = torch.optim.Adam(net.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay))
-        loss_fn = nn.CrossEntropyLoss()
-        Xt = [torch.from_numpy(X).to(device) for X in Xs]
-        yt = torch.from_numpy(y.astype(np.int64)).to(device)
-        gen = torch.Generator().manual_seed(int(self.random_state))
-        n, bs = len(y), int(self.batch_size)
-        self.history_: list[dict[str, float]] = []
-        best_acc, best_state, best_epoch, waited = -math.inf, None, 0, 0
-        for epoch in tqdm(range(1, int(self.epochs) + 1), desc="fusion epochs", disable=not self.progress):
-            net.train()
-            order = torch.randperm(n, generator=gen).to(device)
-            total = 0.0
-            for start in range(0, n, bs):
-                idx = order[start:start + bs]
-                opt.zero_grad()
-                loss = loss_fn(net([X[idx] for X in Xt]), yt[idx])
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-            record = {"epoch": epoch, "train_loss": total / n, "val_accuracy": float("nan")}
-            if val is not None:
-                acc = float(np.mean(self._logits(net, val[0], device).argmax(axis=1) == val[1]))
-                record["val_accuracy"] = acc
-                if acc > best_acc:
-                    best_acc, best_epoch, waited = acc, epoch, 0
-                    best_state = copy.deepcopy(net.state_dict())
-                else:
-                    waited += 1
-            self.history_.append(record)
-            if val is not None and waited >= int(self.patience):
-                break
-        if best_state is not None:
-            net.load_state_dict(best_state)
-        self.best_epoch_ = best_epoch if val is not None else len(self.history_)
-        self.n_epochs_ = len(self.history_)
-        self.network_ = net.eval()
-        self.operator_ = net.operator
-
     def _prepare(self, Xs: Sequence[np.ndarray], arg: str) -> list[np.ndarray]:
-        Xs = _check_matrices(Xs, arg)
+        Xs = checks.matrices(Xs, arg)
         dims = tuple(X.shape[1] for X in Xs)
         if dims != self.dims_:
             raise ValueError(f"{arg} has input dims {dims} but the classifier was fitted on {self.dims_}")
         return self._standardise(Xs)
 
     def _standardise(self, Xs: list[np.ndarray]) -> list[np.ndarray]:
-        return [((X - m) / s).astype(np.float32) for X, m, s in zip(Xs, self.means_, self.scales_)]
+        return [scaling.apply(X, m, s) for X, m, s in zip(Xs, self.means_, self.scales_)]
 
-    @staticmethod
-    def _logits(net: nn.Module, Xs: list[np.ndarray], device: torch.device) -> np.ndarray:
-        net.eval()
-        out = []
-        with torch.inference_mode():
-            for start in range(0, Xs[0].shape[0], _PREDICT_BATCH):
-                batch = [torch.from_numpy(X[start:start + _PREDICT_BATCH]).to(device) for X in Xs]
-                out.append(net(batch).float().cpu().numpy())
-        return np.concatenate(out, axis=0)
-
-    def _fitted(self) -> None:
-        if not hasattr(self, "network_"):
-            raise ValueError("this FusionClassifier is not fitted yet; call fit(Xs, y) first")
+    def _logits(self, Xs: Sequence[np.ndarray]) -> np.ndarray:
+        """Logits (n, C) of the fitted network on ``Xs``."""
+        checks.fitted(self, "fit(Xs, y)")
+        return predict_logits(self.network_, self._prepare(Xs, "Xs"), self.device)
 
     def decision_function(self, Xs: Sequence[np.ndarray]) -> np.ndarray:
-        """Logits (n, C)."""
-        self._fitted()
-        return self._logits(self.network_, self._prepare(Xs, "Xs"), torch.device(self.device))
+        """Logits (n, C); for two classes the log-odds of ``classes_[1]`` (n,), as scikit-learn's classifiers."""
+        logits = self._logits(Xs)
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
 
     def predict_proba(self, Xs: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities (n, C), columns in the order of ``classes_``."""
-        logits = torch.from_numpy(self.decision_function(Xs))
-        return torch.softmax(logits, dim=1).numpy()
+        return torch.softmax(torch.from_numpy(self._logits(Xs)), dim=1).numpy()
 
     def predict(self, Xs: Sequence[np.ndarray]) -> np.ndarray:
         """Predicted labels (n,), taken from ``classes_``."""
-        best = self.decision_function(Xs).argmax(axis=1)
+        best = self._logits(Xs).argmax(axis=1)
         return self.classes_[best]
 
     def score(self, Xs: Sequence[np.ndarray], y: Any, sample_weight: Any = None) -> float:
-        """Accuracy of ``predict(Xs)`` against ``y``."""
-        pred = self.predict(Xs)
-        y = _check_labels(y, len(pred), "y")
-        correct = (pred == y).astype(np.float64)
-        if sample_weight is None:
-            return float(correct.mean())
-        return float(np.average(correct, weights=np.asarray(sample_weight, dtype=np.float64)))
+        """Accuracy of the predictions on ``Xs`` against ``y`` (weighted by ``sample_weight`` if given)."""
+        best = self._logits(Xs).argmax(axis=1)
+        pred = self.classes_[best]
+        return float(accuracy_score(checks.labels(y, "y", len(pred)), pred, sample_weight=sample_weight))
 
 
 def match_dimension(X_train: np.ndarray, X_others: Sequence[np.ndarray], dim: int, method: str = "pca",
@@ -462,25 +365,24 @@ def match_dimension(X_train: np.ndarray, X_others: Sequence[np.ndarray], dim: in
     ``[X_train_reduced, *X_others_reduced]`` as float32. If ``dim >= d`` nothing is reduced (padding would add no
     information): the inputs are returned unchanged, with a warning.
     """
-    Xtr = _check_matrices([X_train], "X_train")[0]
+    Xtr = checks.features(X_train, "X_train", 2, dtype=np.float32, finite=True, copy=True)
     if isinstance(X_others, np.ndarray) or not isinstance(X_others, (list, tuple)):
         raise ValueError(f"X_others must be a list of 2-D arrays, got {type(X_others).__name__}; wrap one as [X]")
-    others = [_check_matrices([X], f"X_others[{i}]")[0] for i, X in enumerate(X_others)]
+    others = [checks.features(X, f"X_others[{i}]", 2, dtype=np.float32, finite=True, copy=True)
+              for i, X in enumerate(X_others)]
     d = Xtr.shape[1]
     for i, X in enumerate(others):
         if X.shape[1] != d:
             raise ValueError(f"X_others[{i}] has {X.shape[1]} columns but X_train has {d}")
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    dim = checks.positive_int(dim, "dim")
     if method not in ("pca", "random"):
         raise ValueError(f"method must be 'pca' or 'random', got {method!r}")
     if dim >= d:
         warnings.warn(f"match_dimension: dim={dim} >= input dimension {d}; returning the inputs unchanged "
                       "(padding is not allowed)", stacklevel=2)
         return [Xtr, *others]
-    mean = Xtr.mean(axis=0)
-    scale = np.maximum(Xtr.std(axis=0), 1e-6) if standardize else np.ones(d, dtype=np.float32)
-    Ztr = (Xtr - mean) / scale
+    mean, scale = scaling.statistics(Xtr, dtype=np.float32, floor=FLOOR, with_std=standardize)
+    Ztr = scaling.apply(Xtr, mean, scale)
     if method == "pca":
         if dim > min(Ztr.shape):
             raise ValueError(f"dim={dim} exceeds min(n_train, d)={min(Ztr.shape)}; PCA cannot give that many "
@@ -488,4 +390,4 @@ def match_dimension(X_train: np.ndarray, X_others: Sequence[np.ndarray], dim: in
         W = PCA(n_components=dim, random_state=random_state).fit(Ztr).components_.T
     else:
         W = np.random.default_rng(random_state).standard_normal((d, dim)).astype(np.float32) / np.sqrt(dim)
-    return [(((X - mean) / scale) @ W).astype(np.float32) for X in (Xtr, *others)]
+    return [(scaling.apply(X, mean, scale) @ W).astype(np.float32) for X in (Xtr, *others)]

@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import psutil
+from scipy.stats import linregress
 
+from layerfusion import checks
 from layerfusion.provenance import hardware
 
 VARY = ("n_texts", "max_length", "token_budget", "layers")
@@ -290,9 +292,7 @@ def extraction_cost(
     and the device, dtype and hardware tags. ``extract_fn(loaded, texts, config, progress=False)`` defaults to
     ``layerfusion.extract.extract_texts``.
     """
-    texts = _as_texts(texts)
-    if not texts:
-        raise ValueError("extraction_cost: texts is empty; pass at least one text")
+    texts = checks.texts(texts)
     run = extract_fn or _default_extract()
     m = measure(lambda: run(loaded, texts, config, progress=False), repeats=repeats, warmup=warmup,
                 device=loaded.device, dtype=loaded.dtype)
@@ -324,16 +324,6 @@ def _token_counts(loaded: Any, texts: list[str], config: Any, result: Any) -> tu
         return int(real), int(padded)
     lengths = _token_lengths(loaded, texts, config.max_length)
     return int(lengths.sum()), padded_tokens(lengths, config.token_budget, config.max_batch_size)
-
-
-def _as_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise ValueError("texts must be a sequence of strings, not a single string; wrap it in a list")
-    out = list(texts)
-    bad = [type(t).__name__ for t in out if not isinstance(t, str)]
-    if bad:
-        raise ValueError(f"texts must all be str; found {sorted(set(bad))}")
-    return out
 
 
 def _point(texts: list[str], config: Any, vary: str, value: Any) -> tuple[list[str], Any]:
@@ -377,9 +367,7 @@ def scaling(
     values = list(values)
     if not values:
         raise ValueError("scaling: values is empty; pass the settings to measure")
-    texts = _as_texts(texts)
-    if not texts:
-        raise ValueError("scaling: texts is empty; pass at least one text")
+    texts = checks.texts(texts)
     points = [_point(texts, config, vary, v) for v in values]
     run = extract_fn or _default_extract()
     run(loaded, texts[: min(4, len(texts))], points[0][1], progress=False)
@@ -400,7 +388,8 @@ def sample_layers(n_hidden_states: int, k: int) -> list[int]:
 
 
 def linearity(df: pd.DataFrame, x: str = "n_texts", y: str = "seconds") -> dict[str, float]:
-    """Least-squares line ``y = slope * x + intercept`` with R², and how constant the per-unit cost is.
+    """Least-squares line ``y = slope * x + intercept`` with R² (``scipy.stats.linregress``), and how constant the
+    per-unit cost is.
 
     ``per_unit_ratio`` is max(y/x) / min(y/x) over the rows: 1.0 means perfectly proportional; the book calls
     scaling linear when R² is near 1 and this ratio is small.
@@ -412,20 +401,14 @@ def linearity(df: pd.DataFrame, x: str = "n_texts", y: str = "seconds") -> dict[
         raise ValueError(f"linearity: columns {x!r}/{y!r} contain NaN; drop those rows first")
     if len(np.unique(xs)) < 2:
         raise ValueError(f"linearity: column {x!r} needs at least two distinct values")
-    slope, intercept = np.polyfit(xs, ys, deg=1)
-    resid = ys - (slope * xs + intercept)
-    ss_res = float(np.sum(resid**2))
-    ss_tot = float(np.sum((ys - ys.mean()) ** 2))
-    if ss_tot > 0:
-        r2 = 1.0 - ss_res / ss_tot
-    else:
-        r2 = 1.0 if ss_res <= 1e-24 else float("nan")
+    fit = linregress(xs, ys)
+    r2 = fit.rvalue**2 if np.ptp(ys) > 0 else 1.0  # a flat line fits constant times exactly
     if (xs <= 0).any():
         ratio = float("nan")
     else:
         per = ys / xs
         ratio = float(per.max() / per.min()) if per.min() > 0 else float("inf")
-    return {"slope": float(slope), "intercept": float(intercept), "r2": float(r2),
+    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": float(r2),
             "per_unit_ratio": ratio, "n_points": int(len(xs))}
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from layerfusion import stats
+from layerfusion import checks, stats
 
 
 def _scores(val_scores: Sequence[float] | np.ndarray, layers: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
@@ -46,8 +46,7 @@ def best_layer(val_scores: Sequence[float] | np.ndarray, layers: Sequence[int] |
 
 def top_k(val_scores: Sequence[float] | np.ndarray, k: int, layers: Sequence[int] | None = None) -> list[int]:
     """The ``k`` best layers by validation score, best first (ties: shallower first); fewer if there are fewer."""
-    if k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = checks.positive_int(k, "k")
     s, ids = _scores(val_scores, layers)
     return [int(x) for x in ids[_ranking(s, ids)[:k]]]
 
@@ -61,15 +60,14 @@ def indistinguishable_from_best(y_val: Sequence | np.ndarray, val_preds: np.ndar
     right less often than the best. ``val_preds`` is (L, n); ``best`` and the result are row positions in it.
     """
     preds = np.asarray(val_preds)
-    y = np.asarray(y_val)
+    y = checks.labels(y_val, "y_val")
     if preds.ndim != 2:
         raise ValueError(f"val_preds must be a 2-D (n_layers, n_items) array, got shape {preds.shape}")
     if preds.shape[1] != y.shape[0]:
         raise ValueError(f"val_preds has {preds.shape[1]} items per layer but y_val has {y.shape[0]}")
     if not 0 <= best < preds.shape[0]:
         raise ValueError(f"best must be a row of val_preds in [0, {preds.shape[0] - 1}], got {best!r}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must lie strictly between 0 and 1, got {alpha!r}")
+    checks.significance(alpha)
     others = [i for i in range(preds.shape[0]) if i != best]
     if not others:
         return [int(best)]
@@ -140,8 +138,8 @@ def greedy_forward(candidates: list[str], score_fn: Callable[[list[str]], float]
         raise KeyError(f"cost has no entry for candidates {missing}; give a cost for every candidate")
     if any(cost[n] < 0 for n in names):
         raise ValueError("cost values must be non-negative")
-    if max_units is not None and max_units < 1:
-        raise ValueError(f"max_units must be a positive integer or None, got {max_units!r}")
+    if max_units is not None:
+        checks.positive_int(max_units, "max_units")
     if min_gain < 0:
         raise ValueError(f"min_gain must be >= 0, got {min_gain!r}")
 

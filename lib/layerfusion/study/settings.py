@@ -223,7 +223,7 @@ class ProbeSettings(SettingsBlock):
 class AuthorsProtocol(SettingsBlock):
     """The authors' protocol for contrast: the paper's MLP head trained ``epochs`` epochs on the last layer."""
 
-    epochs: int = _default_of("probe.MLPHead", "epochs")
+    epochs: int = _default_of("heads.MLPHead", "epochs")
     pooling: str = "mean_pad"
 
     def check(self) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from layerfusion import diagnostics, probe, select, stats
+from layerfusion import diagnostics, heads, probe, select, stats
 from layerfusion.data import SPLITS
 from layerfusion.study import claims
 from layerfusion.study.features import Study
@@ -140,7 +140,7 @@ def authors_protocol(study: Study, model: str, dataset: str) -> dict[str, Any]:
     last = feats["train"].layers[-1]
     X = {s: f.layer(pooling, last) for s, f in feats.items()}
     y = {s: study.labels(dataset, s) for s in feats}
-    head = probe.MLPHead(epochs=cfg.authors_protocol.epochs, random_state=cfg.seed)
+    head = heads.MLPHead(epochs=cfg.authors_protocol.epochs, random_state=cfg.seed)
     head.fit(X["train"], y["train"], eval_sets={"val": (X["validation"], y["validation"]),
                                                 "test": (X["test"], y["test"])})
     hist = head.history_.pivot(index="epoch", columns="set", values="accuracy")
