@@ -36,7 +36,8 @@ class ExtractionConfig:
 
     ``layers`` are hidden-state indices (None = all L+1; negatives count from the end); ``token_budget`` bounds
     padded tokens per batch; ``stop_at_deepest`` skips the blocks above the deepest kept layer; ``shard_size`` is the
-    number of texts per cache shard; ``dtype``/``device`` default to bf16 on CUDA and fp32 on CPU.
+    number of texts per cache shard; ``dtype``/``device`` None follow ``layerfusion.devices`` (bf16 on CUDA and on
+    CPUs with native bf16, fp32 elsewhere).
     """
 
     max_length: int = 512

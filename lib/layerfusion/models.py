@@ -1,4 +1,4 @@
-"""Model registry and loading: specs, weight location/conversion, device and dtype.
+"""Model registry and loading: specs, weight location/conversion (device and dtype rules: ``layerfusion.devices``).
 
 ``load(key)`` returns a ``LoadedModel`` (an ``AutoModel`` without LM head, its tokenizer with a pad token, the spec,
 device, dtype and a weight fingerprint that becomes part of every cache key).
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from layerfusion import files, paths
+from layerfusion.devices import choose_dtype, resolve_device, resolve_dtype  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,7 +73,7 @@ class ModelSpec:
 
 @dataclass
 class LoadedModel:
-    """A model ready for extraction."""
+    """A model ready for extraction; ``dtype_reason`` says why ``dtype`` was chosen (``devices.choose_dtype``)."""
 
     model: Any
     tokenizer: Any
@@ -80,6 +81,7 @@ class LoadedModel:
     device: Any
     dtype: Any
     fingerprint: str
+    dtype_reason: str = ""
 
     @property
     def n_hidden_states(self) -> int:
@@ -112,33 +114,6 @@ def get_spec(key: str | ModelSpec) -> ModelSpec:
         return REGISTRY[key]
     except KeyError:
         raise KeyError(f"unknown model {key!r}; known models: {', '.join(sorted(REGISTRY))}") from None
-
-
-def resolve_device(device: str | Any | None = None) -> Any:
-    """The torch device to use: the argument, else CUDA when available, else CPU."""
-    import torch
-
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-           "bfloat16": "bfloat16", "bf16": "bfloat16"}
-
-
-def resolve_dtype(dtype: str | Any | None, device: Any) -> Any:
-    """The compute dtype: the argument, else bf16 on CUDA and fp32 on CPU (bf16 is ~5x slower on these CPUs)."""
-    import torch
-
-    if dtype is None:
-        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    name = _DTYPES.get(str(dtype).replace("torch.", "").lower())
-    if name is None:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(set(_DTYPES.values()))}")
-    return getattr(torch, name)
 
 
 # --- locating files shipped in PyPI packages -------------------------------------------------------------------
@@ -374,7 +349,8 @@ def load(
 
     spec = get_spec(key_or_spec)
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
+    choice = choose_dtype(dtype, dev)
+    dt = choice.dtype
     target, fingerprint = weights_location(spec, cache_dir)
     kwargs: dict[str, Any] = {"trust_remote_code": bool(trust_remote_code)}
     if spec.source == "hub" and spec.revision:
@@ -395,7 +371,8 @@ def load(
     _check_loaded(model, spec)
     model.to(dev)
     model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, device=dev, dtype=dt, fingerprint=fingerprint)
+    return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, device=dev, dtype=dt, fingerprint=fingerprint,
+                       dtype_reason=choice.reason)
 
 
 # --- what is available here -------------------------------------------------------------------------------------
