@@ -110,12 +110,39 @@ def test_extraction_benchmark_runs_on_a_tiny_decoder(tmp_path, monkeypatch, caps
     monkeypatch.setattr(models, "REGISTRY", dict(models.REGISTRY))
     models.register(tiny_spec(tmp_path / "llama", key="tiny-bench"))
     extraction = importlib.import_module("benchmarks.extraction")
-    monkeypatch.setattr(extraction, "matmul_flops", lambda size=1024: 1e9)
+    monkeypatch.setattr(extraction, "matmul_flops", lambda size, seconds, dtype, device: 1e9)
     rows = extraction.main(["--model", "tiny-bench", "--dataset", "mr", "--n", "6", "--token-budget", "32", "64",
-                            "--max-length", "16"])
-    assert [r["token_budget"] for r in rows] == [32, 64]
-    assert all(r["speedup"] > 0 and r["real_tokens"] > 0 and r["layers_pooled"] == 3 for r in rows)
-    assert "| layerfusion (3 layers x 3 poolings) | 64 |" in capsys.readouterr().out
+                            "--max-length", "16", "--dtypes", "fp32", "bf16", "--device", "cpu"])
+    assert [(r["loop"], r["dtype"], r["token_budget"]) for r in rows] == [
+        ("authors", "float32", None), ("layerfusion", "float32", 32), ("layerfusion", "float32", 64),
+        ("layerfusion", "bfloat16", 32), ("layerfusion", "bfloat16", 64)]
+    assert all(r["speedup"] > 0 and r["real_tokens"] > 0 and r["matmul_gflops"] == 1.0 for r in rows)
+    assert all(r["layers_pooled"] == 3 for r in rows[1:]) and rows[0]["speedup"] == 1.0
+    out = capsys.readouterr().out
+    assert "| layerfusion (3 layers x 3 poolings) | bfloat16 | 64 |" in out and "CPU flags: avx2" in out
+    assert "target matmul fraction in bfloat16 >= 0.70" in out
+    assert "target bf16 speed-up: not applicable" in out
+
+
+def test_extraction_benchmark_random_shape_and_targets(monkeypatch, capsys):
+    import importlib
+
+    from layerfusion import devices
+
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    extraction = importlib.import_module("benchmarks.extraction")
+    rows = extraction.main(["--shape", "tiny", "--synthetic", "long", "--n", "4", "--token-budget", "512",
+                            "--max-length", "24", "--device", "cpu", "--matmul-seconds", "0.01"])
+    assert [r["dtype"] for r in rows] == ["float32", "float32", "bfloat16"]
+    assert rows[0]["model"] == "random tiny" and rows[0]["native_bf16"] == "amx_bf16"
+    assert rows[1]["real_tokens"] == 4 * 24, "long synthetic texts are truncated to --max-length"
+    out = capsys.readouterr().out
+    assert "target bf16 speed-up over the authors' loop >= 5:" in out
+    fake = [{**rows[0], "loop": "layerfusion", "dtype": "bfloat16", "speedup": 6.0, "matmul_fraction_ratio": 0.5}]
+    assert extraction.targets(rows[:1] + fake) == [
+        "target bf16 speed-up over the authors' loop >= 5: 6.00 (met)",
+        "target matmul fraction in bfloat16 >= 0.70: 0.500 (not met)"]
 
 
 def test_probing_benchmark_runs_on_a_toy_stack(monkeypatch, capsys):
