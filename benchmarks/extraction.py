@@ -38,13 +38,17 @@ from layerfusion import devices, extract, models, paths, provenance, testing
 TARGET_SPEEDUP = {"cpu": 5.0, "cuda": 20.0}
 TARGET_MATMUL_FRACTION = 0.70
 SHAPES = {
-    "llama-2-7b": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+    "llama-2-7b": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
                    "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
                    "max_position_embeddings": 4096, "rms_norm_eps": 1e-5},
-    "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "vocab_size": 64, "max_position_embeddings": 512},
+    "qwen2.5-0.5b": {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+                     "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
+                     "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "tie_word_embeddings": True},
+    "tiny": {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64, "max_position_embeddings": 512},
 }
-"""Llama configurations to build with random weights: the paper's Llama-2-7B, and a toy one for tests."""
+"""Configurations to build with random weights: the paper's Llama-2-7B, the study's Qwen2.5-0.5B (the shape of the
+shipped Qwen2.5-Coder-0.5B), and a toy Llama for tests."""
 SYNTHETIC_WORDS = {"short": (10, 25), "long": (300, 400)}
 """Words per synthetic text (one token each with the test tokenizer): SST-2-like phrases, or Reuters-like documents
 that ``--max-length 256`` truncates, as the study does."""
@@ -153,7 +157,7 @@ def setup_registry(model_key: str, dtypes: tuple[str, ...], device: Any) -> tupl
 
 
 def setup_random(shape: str, dtypes: tuple[str, ...], device: Any) -> tuple[Any, dict[str, Any]]:
-    """A Llama of ``SHAPES[shape]`` with random weights built on ``device`` (fp32 ``AutoModelForCausalLM`` for the
+    """A model of ``SHAPES[shape]`` with random weights built on ``device`` (fp32 ``AutoModelForCausalLM`` for the
     authors' loop; our ``LoadedModel`` per dtype shares its base model in fp32 and copies it for other dtypes), with
     the WordLevel tokenizer of ``layerfusion.testing``."""
     import torch
@@ -164,7 +168,9 @@ def setup_random(shape: str, dtypes: tuple[str, ...], device: Any) -> tuple[Any,
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = AutoTokenizer.from_pretrained(testing.tiny_model_dir(tmp, n_layers=1))
     tokenizer.padding_side = "right"
-    config = transformers.LlamaConfig(**SHAPES[shape], pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    settings = dict(SHAPES[shape])
+    config = transformers.AutoConfig.for_model(settings.pop("model_type"), **settings, pad_token_id=0,
+                                               bos_token_id=2, eos_token_id=3)
     torch.manual_seed(0)
     with device:
         causal = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()

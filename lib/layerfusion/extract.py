@@ -207,8 +207,8 @@ class _Taps:
 
     def _pool(self, index: int, hidden: Any) -> None:
         col = self.column[index]
-        for name in self.poolings:
-            self.out[name][:, col] = pooling_mod.POOLINGS[name](hidden, self.mask)
+        for name, vectors in pooling_mod.pool(hidden, self.mask, self.poolings).items():
+            self.out[name][:, col] = vectors
 
     def _pre_hook(self, module: Any, args: tuple, kwargs: dict) -> None:
         if 0 in self.column:
@@ -229,7 +229,7 @@ class _Taps:
         import torch
 
         hidden = int(self.model.config.hidden_size)
-        self.mask = mask
+        self.mask = pooling_mod.mask_info(mask)
         self.out = {p: torch.empty(len(input_ids), len(self.layers), hidden, dtype=torch.float32,
                                    device=input_ids.device) for p in self.poolings}
         try:
