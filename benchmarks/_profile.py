@@ -88,7 +88,7 @@ def classify(event: Any) -> str:
     if region in ("pool", "tokenize"):
         return "pooling (hook)" if region == "pool" else "tokenize + pad"
     if name in CONVERSION_OPS:
-        return "dtype conversions"
+        return f"dtype conversions ({region or 'other'})"
     if name in MATMUL_OPS:
         return "linear matmul" if region == "linear" else "attention" if region == "attention" else "other matmul"
     if region == "linear":
