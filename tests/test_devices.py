@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -85,3 +86,20 @@ def test_choice_and_reason_reach_the_loaded_model_and_cache_provenance(tmp_path,
     assert fp32.path != emb.path, "dtype is part of the cache key"
     manifest = json.loads((fp32.path / "manifest.json").read_text())
     assert manifest["runs"][-1]["model"]["dtype_reason"].startswith("auto: cpu lacks")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_auto_dtype_loads_bf16_and_agrees_with_cpu_fp32(tmp_path):
+    spec = tiny_spec(tmp_path / "llama", n_layers=3)
+    gpu = models.load(spec)
+    assert gpu.device.type == "cuda" and gpu.dtype == torch.bfloat16
+    assert gpu.dtype_reason == "auto: bfloat16 on cuda" and next(gpu.model.parameters()).is_cuda
+    cpu = models.load(spec, device="cpu", dtype="float32")
+    texts = ["the movie was good", "a very boring plot", "great acting and a fun story", "not good"]
+    config = extract.ExtractionConfig(max_length=16, poolings=("mean", "last"))
+    a = extract.extract_texts(cpu, texts, config, progress=False)
+    b = extract.extract_texts(gpu, texts, config, progress=False)
+    for pooling in config.poolings:
+        x, y = a[pooling], b[pooling]
+        cosine = (x * y).sum(-1) / (np.linalg.norm(x, axis=-1) * np.linalg.norm(y, axis=-1))
+        assert cosine.min() > 0.99, pooling
