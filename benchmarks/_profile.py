@@ -4,12 +4,13 @@
 ``python -m benchmarks._profile --shape qwen2.5-0.5b --dataset r8 --n 32 --max-length 256 --attn eager``
 
 Shares of the call's wall time, not speeds, so that a loaded machine still gives a readable answer: matrix products
-of the linear layers, the attention kernel, norms, MLP activations, dtype conversions, our pooling (the hook that
-pools every layer, record included), Python time inside the model's modules, tokenizing and padding, and the rest
-(Python outside any labelled region: the engine's loop, the model's layer loop, mask building). Regions are labelled
-with ``torch.profiler.record_function`` from forward hooks; the profiler adds a few microseconds per operation, so
-Python shares are upper bounds. Not a benchmark module (the leading underscore keeps ``python -m benchmarks`` off
-it); its findings are written up in DESIGN.md ("Extraction speed").
+of the linear layers, attention (kernel and rotary embeddings), norms, MLP activations, copies and dtype conversions
+(``copy_``/``to``, by region), our pooling (the hook that pools every layer, record included), Python time inside
+the model's modules, tokenizing and padding, and the rest (Python outside any labelled region: the engine's loop,
+the model's layer loop, mask building). Regions are labelled with ``torch.profiler.record_function`` from forward
+hooks; the profiler adds a few microseconds per operation, so the shares of small operations are upper bounds.
+Not a benchmark module (the leading underscore keeps ``python -m benchmarks`` off it); its findings are written up
+in DESIGN.md ("Extraction speed").
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def classify(event: Any) -> str:
     if region in ("pool", "tokenize"):
         return "pooling (hook)" if region == "pool" else "tokenize + pad"
     if name in CONVERSION_OPS:
-        return f"dtype conversions ({region or 'other'})"
+        return f"copies, dtype conversions ({region or 'other'})"
     if name in MATMUL_OPS:
         return "linear matmul" if region == "linear" else "attention" if region == "attention" else "other matmul"
     if region == "linear":

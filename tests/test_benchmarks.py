@@ -183,3 +183,14 @@ def test_gpu_check_script_dry_run(tmp_path):
         assert f"== {step}" in log or f"== extraction benchmark, {step}" in log
     assert "gpu check: all steps passed" in log and "out-of-memory retry: PASS" in log
     assert (tmp_path / "extraction_short.json").is_file() and (tmp_path / "extraction_long.json").is_file()
+
+
+def test_profile_attributes_the_whole_call(monkeypatch, capsys):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(REPO))
+    profile = importlib.import_module("benchmarks._profile")
+    shares = profile.main(["--shape", "tiny", "--dataset", "mr", "--n", "12", "--max-length", "16", "--top", "3"])
+    assert {"linear matmul", "pooling (hook)", "untracked (engine loop, model glue)"} <= set(shares)
+    assert 0.98 <= sum(shares.values()) <= 1.02 and all(v >= 0 for v in shares.values())
+    assert "| kind of work | operation | share of wall time |" in capsys.readouterr().out
