@@ -1,27 +1,57 @@
-"""Extraction speed: our engine against a re-implementation of the authors' loop, timed in one run.
+"""Extraction speed: the authors' loop against our engine in fp32 and bf16, each against its own dtype's matmul rate.
 
 ``python -m benchmarks.extraction --model smollm2-135m --dataset mr --n 256``
+``python -m benchmarks.extraction --shape llama-2-7b --synthetic short --device cuda --n 1024`` (random weights)
 
 The authors' loop (their released code, extended to nothing): ``AutoModelForCausalLM`` in fp32 from the same
 weights, texts in dataset order in batches of 2, ``padding=True`` (pad to the longest of the pair),
-``output_hidden_states=True``, and ``hidden_states[-1].mean(dim=1)`` over every position. Our engine runs
-``layerfusion.extract.extract_texts`` (``AutoModel``, length-sorted token-budget batches, every layer pooled three
-ways). Both see the same texts, in the same process, one after the other; the ratio of their times is what to read
-(absolute times move with the load on a shared machine). The achieved rate is also put beside the machine's fp32
-matmul rate measured in the same run (the best of square 1024 and 2048 products, measured before and after every
-timed loop): 2 x non-embedding params x real tokens / time / matmul FLOP/s.
+``output_hidden_states=True``, and ``hidden_states[-1].mean(dim=1)`` over every position, padding included. Our
+engine runs ``layerfusion.extract.extract_texts`` (``AutoModel``, length-sorted token-budget batches, every layer
+pooled three ways) once per dtype and token budget: fp32 always, bf16 where it is native (a GPU, or a CPU with
+``amx_bf16``/``avx512_bf16``; ``--dtypes`` overrides). Every loop sees the same texts in the same process, one after
+the other; the ratios of their times are what to read (absolute times move with the load on a shared machine).
+
+Each loop's achieved rate, 2 x non-embedding params x real tokens / seconds, is set against the matmul rate of its
+own dtype on this device, measured in the same run: the best of square products (1024 and 2048 on a CPU, 4096 and
+8192 on a GPU) measured before the first loop and again after each timed loop, so a machine that is slow for a while
+does not lower the reference. The targets (issue #14) are printed as ratios: with bf16, at least 5x the authors'
+loop on a CPU with native bf16 (20x on a GPU), and at least 0.70 of the matmul rate of the dtype used.
+
+``--shape`` builds a model of a published configuration with random weights (no download) and ``--synthetic``
+feeds it generated texts of SST-2-like (``short``) or Reuters-like (``long``, 256 tokens) length; speed does not
+depend on the weights, so this times the paper's 7B shapes on a GPU with no network.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import tempfile
 import time
 from typing import Any
 
 import numpy as np
 
-from layerfusion import extract, models, paths
+from layerfusion import devices, extract, models, paths, provenance, testing
+
+TARGET_SPEEDUP = {"cpu": 5.0, "cuda": 20.0}
+TARGET_MATMUL_FRACTION = 0.70
+SHAPES = {
+    "llama-2-7b": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                   "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
+                   "max_position_embeddings": 4096, "rms_norm_eps": 1e-5},
+    "qwen2.5-0.5b": {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+                     "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
+                     "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "tie_word_embeddings": True},
+    "tiny": {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64, "max_position_embeddings": 512},
+}
+"""Configurations to build with random weights: the paper's Llama-2-7B, the study's Qwen2.5-0.5B (the shape of the
+shipped Qwen2.5-Coder-0.5B), and a toy Llama for tests."""
+SYNTHETIC_WORDS = {"short": (10, 25), "long": (300, 400)}
+"""Words per synthetic text (one token each with the test tokenizer): SST-2-like phrases, or Reuters-like documents
+that ``--max-length 256`` truncates, as the study does."""
 
 
 def load_texts(dataset: str, n: int, seed: int = 0) -> list[str]:
@@ -37,27 +67,53 @@ def load_texts(dataset: str, n: int, seed: int = 0) -> list[str]:
     return [texts[i] for i in picked]
 
 
-def matmul_flops(size: int = 1024, seconds: float = 1.0) -> float:
-    """Measured fp32 matmul rate of this machine (FLOP/s), with torch's current thread setting."""
+def synthetic_texts(n: int, kind: str = "short", seed: int = 0) -> list[str]:
+    """``n`` texts of random words from ``layerfusion.testing.VOCAB_WORDS``, lengths drawn from ``SYNTHETIC_WORDS``."""
+    low, high = SYNTHETIC_WORDS[kind]
+    rng = np.random.default_rng(seed)
+    words = np.asarray(testing.VOCAB_WORDS)
+    return [" ".join(rng.choice(words, size=int(rng.integers(low, high + 1)))) for _ in range(n)]
+
+
+def _sync(device: Any) -> None:
     import torch
 
+    if getattr(device, "type", str(device)) == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_flops(size: int = 1024, seconds: float = 1.0, dtype: Any = None, device: Any = "cpu") -> float:
+    """Measured matmul rate (FLOP/s) of square ``size`` products in ``dtype`` (default fp32) on ``device``."""
+    import torch
+
+    dtype = dtype or torch.float32
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(size, size, generator=g), torch.randn(size, size, generator=g)
+    a = torch.randn(size, size, generator=g).to(device=device, dtype=dtype)
+    b = torch.randn(size, size, generator=g).to(device=device, dtype=dtype)
     torch.mm(a, b)
+    _sync(a.device)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         torch.mm(a, b)
         count += 1
+        if count % 8 == 0:
+            _sync(a.device)
+    _sync(a.device)
     return 2.0 * size**3 * count / (time.perf_counter() - start)
 
 
-def peak_matmul_flops(sizes: tuple[int, ...] = (1024, 2048)) -> float:
-    """The machine's fp32 matmul rate: the best of ``matmul_flops`` over square ``sizes``.
+def peak_matmul_flops(dtype: Any = None, device: Any = "cpu", sizes: tuple[int, ...] | None = None,
+                      seconds: float = 1.0) -> float:
+    """The device's matmul rate in ``dtype``: the best of ``matmul_flops`` over square ``sizes``.
 
-    ``run`` measures it before the warm-up and after every timed loop and keeps the largest value, so a shared
+    ``run`` measures it before the first loop and after every timed loop and keeps the largest value, so a shared
     machine that is slow for a while does not lower the reference and inflate the matmul fraction.
     """
-    return max(matmul_flops(size) for size in sizes)
+    import torch
+
+    if sizes is None:
+        sizes = (4096, 8192) if torch.device(device).type == "cuda" else (1024, 2048)
+    return max(matmul_flops(size, seconds, dtype, device) for size in sizes)
 
 
 def authors_loop(model: Any, tokenizer: Any, texts: list[str], max_length: int = 512) -> np.ndarray:
@@ -65,12 +121,13 @@ def authors_loop(model: Any, tokenizer: Any, texts: list[str], max_length: int =
     import torch
 
     out = []
+    device = next(model.parameters()).device
     with torch.no_grad():
         for start in range(0, len(texts), 2):
             enc = tokenizer(texts[start:start + 2], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt")
+                            return_tensors="pt").to(device)
             states = model(**enc, output_hidden_states=True).hidden_states
-            out.append(states[-1].mean(dim=1).float().numpy())
+            out.append(states[-1].mean(dim=1).float().cpu().numpy())
     return np.concatenate(out)
 
 
@@ -80,85 +137,202 @@ def _non_embedding_params(model: Any) -> int:
     return int(sum(p.numel() for p in model.parameters() if id(p) not in skip))
 
 
-def run(model_key: str, dataset: str, n: int, token_budgets: tuple[int, ...] = (1024,), max_length: int = 512
-        ) -> list[dict[str, Any]]:
-    """Time the authors' loop and our engine (once per token budget) on the same ``n`` texts; one row per budget."""
+def default_dtypes(device: Any) -> tuple[str, ...]:
+    """fp32 always; bf16 too on a GPU or a CPU with native bf16 (where ``devices`` would choose it)."""
+    auto = devices.choose_dtype(None, device).name
+    return ("float32",) if auto == "float32" else ("float32", auto)
+
+
+def setup_registry(model_key: str, dtypes: tuple[str, ...], device: Any) -> tuple[Any, dict[str, Any]]:
+    """The authors' ``AutoModelForCausalLM`` (fp32) and our ``LoadedModel`` per dtype, from a registry model."""
     from transformers import AutoModelForCausalLM
 
     spec = models.get_spec(model_key)
     if spec.arch != "decoder":
         raise ValueError(f"model {model_key!r} is an encoder; the authors' loop needs a decoder LM")
-    texts = load_texts(dataset, n)
-    loaded = models.load(spec, device="cpu", dtype="float32")
+    ours = {dt: models.load(spec, device=device, dtype=dt) for dt in dtypes}
     weights_dir, _ = models.weights_location(spec, None)
-    causal = AutoModelForCausalLM.from_pretrained(weights_dir, dtype="float32").eval()
-    tokenizer = loaded.tokenizer
-    configs = [extract.ExtractionConfig(max_length=max_length, poolings=("mean", "last", "mean_pad"),
-                                        token_budget=int(b), device="cpu", dtype="float32") for b in token_budgets]
-    flops_before = peak_matmul_flops()
+    causal = AutoModelForCausalLM.from_pretrained(weights_dir, dtype="float32").to(device).eval()
+    return causal, ours
+
+
+def wordlevel_tokenizer() -> Any:
+    """The WordLevel tokenizer of ``layerfusion.testing`` (one token per word, right padding), for random models."""
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = AutoTokenizer.from_pretrained(testing.tiny_model_dir(tmp, n_layers=1))
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def random_config(shape: str, **overrides: Any) -> Any:
+    """The transformers config of ``SHAPES[shape]`` (``overrides`` win, e.g. ``num_hidden_layers=4``)."""
+    import transformers
+
+    settings = {**SHAPES[shape], **overrides}
+    return transformers.AutoConfig.for_model(settings.pop("model_type"), **settings, pad_token_id=0,
+                                             bos_token_id=2, eos_token_id=3)
+
+
+def random_spec(config: Any, shape: str) -> models.ModelSpec:
+    """A ``ModelSpec`` naming a random-weight model built from ``config``."""
+    return models.ModelSpec(key=f"random-{shape}", hf_id=f"random-init/{shape}", source="local", arch="decoder",
+                            path=f"<random weights in memory: {shape}>",
+                            n_layers=config.num_hidden_layers, hidden_size=config.hidden_size,
+                            padding_side="right", licence="none (random weights)")
+
+
+def setup_random(shape: str, dtypes: tuple[str, ...], device: Any) -> tuple[Any, dict[str, Any]]:
+    """A model of ``SHAPES[shape]`` with random weights built on ``device`` (fp32 ``AutoModelForCausalLM`` for the
+    authors' loop; our ``LoadedModel`` per dtype shares its base model in fp32 and copies it for other dtypes), with
+    ``wordlevel_tokenizer``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    device = torch.device(device)
+    tokenizer = wordlevel_tokenizer()
+    config = random_config(shape)
+    torch.manual_seed(0)
+    with device:
+        causal = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    spec = random_spec(config, shape)
+    ours = {}
+    for dt in dtypes:
+        choice = devices.choose_dtype(dt, device)
+        base = causal.base_model if choice.name == "float32" else copy.deepcopy(causal.base_model).to(choice.dtype)
+        ours[dt] = models.LoadedModel(model=base.eval(), tokenizer=tokenizer, spec=spec, device=device,
+                                      dtype=choice.dtype, fingerprint="random-init", dtype_reason=choice.reason)
+    return causal, ours
+
+
+def run(model_key: str | None, dataset: str, n: int, token_budgets: tuple[int, ...] = (1024,), max_length: int = 512,
+        *, dtypes: tuple[str, ...] | None = None, device: str | None = None, shape: str | None = None,
+        synthetic: str | None = None, matmul_seconds: float = 1.0) -> list[dict[str, Any]]:
+    """Time the authors' loop and our engine (per dtype and token budget) on the same ``n`` texts.
+
+    One row per loop: the authors' first, then ours; each with its seconds, real tokens/s, speed-up over the
+    authors' loop, and achieved rate as a fraction of its dtype's measured matmul rate.
+    """
+    import torch
+
+    dev = devices.resolve_device(device)
+    dtypes = tuple(devices.choose_dtype(dt, dev).name for dt in (dtypes or default_dtypes(dev)))
+    texts = synthetic_texts(n, synthetic) if synthetic else load_texts(dataset, n)
+    causal, ours = setup_random(shape, dtypes, dev) if shape else setup_registry(model_key, dtypes, dev)
+    tokenizer = next(iter(ours.values())).tokenizer
+    configs = {dt: [extract.ExtractionConfig(max_length=max_length, poolings=("mean", "last", "mean_pad"),
+                                             token_budget=int(b), device=str(dev), dtype=dt) for b in token_budgets]
+               for dt in dtypes}
+    names = sorted({"float32", *dtypes})
+    rates = {dt: [peak_matmul_flops(getattr(torch, dt), dev, seconds=matmul_seconds)] for dt in names}
     warm = texts[:4]
     authors_loop(causal, tokenizer, warm, max_length)
-    extract.extract_texts(loaded, warm, configs[0], progress=False)
+    for dt in dtypes:
+        extract.extract_texts(ours[dt], warm, configs[dt][0], progress=False)
 
-    start = time.perf_counter()
-    authors_loop(causal, tokenizer, texts, max_length)
-    authors_s = time.perf_counter() - start
-    timed, rates = [], [flops_before, peak_matmul_flops()]
-    for config in configs:
+    def timed(fn: Any) -> tuple[Any, float]:
+        _sync(dev)
         start = time.perf_counter()
-        ours = extract.extract_texts(loaded, texts, config, progress=False)
-        timed.append((config, ours, time.perf_counter() - start))
-        rates.append(peak_matmul_flops())
-    flops = max(rates)
+        result = fn()
+        _sync(dev)
+        return result, time.perf_counter() - start
 
-    params = _non_embedding_params(loaded.model)
-    ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-    lengths = [len(x) for x in ids]
+    _, authors_s = timed(lambda: authors_loop(causal, tokenizer, texts, max_length))
+    rates["float32"].append(peak_matmul_flops(torch.float32, dev, seconds=matmul_seconds))
+    runs = []
+    for dt in dtypes:
+        for config in configs[dt]:
+            result, seconds = timed(lambda: extract.extract_texts(ours[dt], texts, config, progress=False))
+            runs.append((dt, config, result, seconds))
+            rates[dt].append(peak_matmul_flops(getattr(torch, dt), dev, seconds=matmul_seconds))
+    flops = {dt: max(values) for dt, values in rates.items()}
+
+    params = _non_embedding_params(next(iter(ours.values())).model)
+    lengths = [len(x) for x in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    real = int(sum(lengths))
+    hw = provenance.hardware()
+    common = {"model": model_key or f"random {shape}", "dataset": f"synthetic {synthetic}" if synthetic else dataset,
+              "n": n, "device": str(dev), "device_name": hw["gpu"] if dev.type == "cuda" else hw["cpu"],
+              "cpu_flags": " ".join(hw["cpu_flags"]), "native_bf16": devices.native_bf16_flag() or "",
+              "non_embedding_params": params, "real_tokens": real, "authors_s": authors_s}
+
+    def row(loop: str, dt: str, budget: Any, batches: int, padded: int, seconds: float, layers: int
+            ) -> dict[str, Any]:
+        achieved = 2.0 * params * real / seconds
+        return {**common, "loop": loop, "dtype": dt, "token_budget": budget, "batches": batches,
+                "padded_tokens": padded, "seconds": seconds, "tokens_per_s": real / seconds,
+                "speedup": authors_s / seconds, "matmul_gflops": flops[dt] / 1e9, "achieved_gflops": achieved / 1e9,
+                "matmul_fraction_ratio": achieved / flops[dt], "layers_pooled": layers}
+
     authors_padded = sum(len(lengths[i:i + 2]) * max(lengths[i:i + 2]) for i in range(0, len(lengths), 2))
-    rows = []
-    for config, ours, ours_s in timed:
-        real = int(ours.real_tokens)
-        achieved = 2.0 * params * real / ours_s
-        rows.append({
-            "model": model_key, "dataset": dataset, "loop": f"layerfusion budget {config.token_budget}", "n": n,
-            "token_budget": config.token_budget, "real_tokens": real, "padded_tokens": int(ours.padded_tokens),
-            "batches": int(ours.n_batches), "authors_padded_tokens": authors_padded, "authors_s": authors_s,
-            "ours_s": ours_s,
-            "authors_tokens_per_s": real / authors_s, "ours_tokens_per_s": real / ours_s,
-            "speedup": authors_s / ours_s, "non_embedding_params": params, "matmul_gflops": flops / 1e9,
-            "achieved_gflops": achieved / 1e9, "matmul_fraction_ratio": achieved / flops,
-            "layers_pooled": len(ours.layers),
-        })
+    rows = [row("authors", "float32", None, -(-n // 2), authors_padded, authors_s, 1)]
+    rows += [row("layerfusion", dt, config.token_budget, int(res.n_batches), int(res.padded_tokens), seconds,
+                 len(res.layers)) for dt, config, res, seconds in runs]
     return rows
 
 
+def targets(rows: list[dict[str, Any]]) -> list[str]:
+    """The issue's targets as ratio lines: bf16 speed-up over the authors' loop (where bf16 is native) and the
+    matmul fraction of our engine in each dtype (best token budget)."""
+    ours = [r for r in rows if r["loop"] == "layerfusion"]
+    device = rows[0]["device"].split(":")[0]
+    lines = []
+    bf16 = [r for r in ours if r["dtype"] == "bfloat16"]
+    native = device == "cuda" or bool(rows[0]["native_bf16"])
+    if bf16 and native:
+        best, goal = max(r["speedup"] for r in bf16), TARGET_SPEEDUP.get(device, TARGET_SPEEDUP["cpu"])
+        lines.append(f"target bf16 speed-up over the authors' loop >= {goal:g}: {best:.2f} "
+                     f"({'met' if best >= goal else 'not met'})")
+    elif not native:
+        lines.append("target bf16 speed-up: not applicable (no native bf16 on this CPU; fp32 is the dtype used)")
+    for dt in dict.fromkeys(r["dtype"] for r in ours):
+        best = max(r["matmul_fraction_ratio"] for r in ours if r["dtype"] == dt)
+        lines.append(f"target matmul fraction in {dt} >= {TARGET_MATMUL_FRACTION:.2f}: {best:.3f} "
+                     f"({'met' if best >= TARGET_MATMUL_FRACTION else 'not met'})")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]] | None:
-    """Parse arguments, run, print a table and the ratios; return the measurements (None if the model is absent)."""
+    """Parse arguments, run, print a table and the targets; return the measurements (None if the model is absent)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.extraction", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default="smollm2-135m", help="a registry key (ignored with --shape)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), help="random weights of this configuration instead")
     parser.add_argument("--dataset", default="mr")
+    parser.add_argument("--synthetic", choices=sorted(SYNTHETIC_WORDS), help="generated texts instead of --dataset")
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--token-budget", type=int, nargs="+", default=[1024, 16384],
                         help="one or more token budgets for our engine (CPU is fastest near 512-1024)")
     parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--dtypes", nargs="+", help="our engine's dtypes (default: fp32, and bf16 where native)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--matmul-seconds", type=float, default=1.0, help="seconds per matmul-rate measurement")
+    parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
-    if not models.available(args.model):
+    if args.shape is None and not models.available(args.model):
         print(f"model {args.model!r} is not installed here; install it with `{models.INSTALL_HINT}`")
         return None
-    rows = run(args.model, args.dataset, args.n, tuple(args.token_budget), args.max_length)
+    rows = run(args.model if args.shape is None else None, args.dataset, args.n, tuple(args.token_budget),
+               args.max_length, dtypes=tuple(args.dtypes) if args.dtypes else None, device=args.device,
+               shape=args.shape, synthetic=args.synthetic, matmul_seconds=args.matmul_seconds)
     first = rows[0]
-    print(f"{first['model']} on {first['dataset']}: {first['n']} texts, {first['real_tokens']} real tokens, CPU fp32, "
-          f"{first['non_embedding_params'] / 1e6:.0f}M non-embedding params, fp32 matmul "
-          f"{first['matmul_gflops']:.1f} GFLOP/s measured")
-    print("| loop | token budget | batches | padded tokens | seconds | real tokens/s | speedup | matmul fraction |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| authors (CausalLM, batch 2, unsorted, last layer) | - | {-(-first['n'] // 2)} "
-          f"| {first['authors_padded_tokens']} "
-          f"| {first['authors_s']:.2f} | {first['authors_tokens_per_s']:.0f} | 1.00 | - |")
+    print(f"{first['model']} on {first['dataset']}: {first['n']} texts, {first['real_tokens']} real tokens, "
+          f"{first['non_embedding_params'] / 1e6:.0f}M non-embedding params; device {first['device']} "
+          f"({first['device_name']}); CPU flags: {first['cpu_flags'] or 'none listed'}")
+    print("| loop | dtype | token budget | batches | padded tokens | seconds | real tokens/s | speedup "
+          "| matmul GFLOP/s (its dtype) | matmul fraction ratio |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| layerfusion ({r['layers_pooled']} layers x 3 poolings) | {r['token_budget']} | {r['batches']} "
-              f"| {r['padded_tokens']} | {r['ours_s']:.2f} | {r['ours_tokens_per_s']:.0f} | {r['speedup']:.2f} "
+        name = ("authors (CausalLM, batch 2, unsorted, last layer)" if r["loop"] == "authors"
+                else f"layerfusion ({r['layers_pooled']} layers x 3 poolings)")
+        print(f"| {name} | {r['dtype']} | {r['token_budget'] or '-'} | {r['batches']} | {r['padded_tokens']} "
+              f"| {r['seconds']:.2f} | {r['tokens_per_s']:.0f} | {r['speedup']:.2f} | {r['matmul_gflops']:.1f} "
               f"| {r['matmul_fraction_ratio']:.3f} |")
+    for line in targets(rows):
+        print(line)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(rows, fh, indent=1, default=str)
     return rows
 
 

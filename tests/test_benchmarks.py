@@ -112,15 +112,41 @@ def test_extraction_benchmark_runs_on_a_tiny_decoder(tmp_path, monkeypatch, caps
     from layerfusion import models
 
     monkeypatch.syspath_prepend(str(REPO))
-    monkeypatch.setattr(models, "REGISTRY", dict(models.REGISTRY))
     models.register(tiny_spec(tmp_path / "llama", key="tiny-bench"))
     extraction = importlib.import_module("benchmarks.extraction")
-    monkeypatch.setattr(extraction, "matmul_flops", lambda size=1024: 1e9)
+    monkeypatch.setattr(extraction, "matmul_flops", lambda size, seconds, dtype, device: 1e9)
     rows = extraction.main(["--model", "tiny-bench", "--dataset", "mr", "--n", "6", "--token-budget", "32", "64",
-                            "--max-length", "16"])
-    assert [r["token_budget"] for r in rows] == [32, 64]
-    assert all(r["speedup"] > 0 and r["real_tokens"] > 0 and r["layers_pooled"] == 3 for r in rows)
-    assert "| layerfusion (3 layers x 3 poolings) | 64 |" in capsys.readouterr().out
+                            "--max-length", "16", "--dtypes", "fp32", "bf16", "--device", "cpu"])
+    assert [(r["loop"], r["dtype"], r["token_budget"]) for r in rows] == [
+        ("authors", "float32", None), ("layerfusion", "float32", 32), ("layerfusion", "float32", 64),
+        ("layerfusion", "bfloat16", 32), ("layerfusion", "bfloat16", 64)]
+    assert all(r["speedup"] > 0 and r["real_tokens"] > 0 and r["matmul_gflops"] == 1.0 for r in rows)
+    assert all(r["layers_pooled"] == 3 for r in rows[1:]) and rows[0]["speedup"] == 1.0
+    out = capsys.readouterr().out
+    assert "| layerfusion (3 layers x 3 poolings) | bfloat16 | 64 |" in out and "CPU flags: avx2" in out
+    assert "target matmul fraction in bfloat16 >= 0.70" in out
+    assert "target bf16 speed-up: not applicable" in out
+
+
+def test_extraction_benchmark_random_shape_and_targets(monkeypatch, capsys):
+    import importlib
+
+    from layerfusion import devices
+
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    extraction = importlib.import_module("benchmarks.extraction")
+    rows = extraction.main(["--shape", "tiny", "--synthetic", "long", "--n", "4", "--token-budget", "512",
+                            "--max-length", "24", "--device", "cpu", "--matmul-seconds", "0.01"])
+    assert [r["dtype"] for r in rows] == ["float32", "float32", "bfloat16"]
+    assert rows[0]["model"] == "random tiny" and rows[0]["native_bf16"] == "amx_bf16"
+    assert rows[1]["real_tokens"] == 4 * 24, "long synthetic texts are truncated to --max-length"
+    out = capsys.readouterr().out
+    assert "target bf16 speed-up over the authors' loop >= 5:" in out
+    fake = [{**rows[0], "loop": "layerfusion", "dtype": "bfloat16", "speedup": 6.0, "matmul_fraction_ratio": 0.5}]
+    assert extraction.targets(rows[:1] + fake) == [
+        "target bf16 speed-up over the authors' loop >= 5: 6.00 (met)",
+        "target matmul fraction in bfloat16 >= 0.70: 0.500 (not met)"]
 
 
 def test_probing_benchmark_runs_on_a_toy_stack(monkeypatch, capsys):
@@ -144,7 +170,6 @@ def test_distributed_benchmark_runs_on_a_tiny_model(tmp_path, monkeypatch, capsy
 
     pytest.importorskip("ray")
     monkeypatch.syspath_prepend(str(REPO))
-    monkeypatch.setattr(models, "REGISTRY", dict(models.REGISTRY))
     models.register(tiny_spec(tmp_path / "llama", key="tiny-bench-ray"))
     distributed = importlib.import_module("benchmarks.distributed")
     rows = distributed.main(["--model", "tiny-bench-ray", "--dataset", "mr", "--n", "12", "--shard-size", "4",
@@ -152,3 +177,41 @@ def test_distributed_benchmark_runs_on_a_tiny_model(tmp_path, monkeypatch, capsy
     assert [r["workers"] for r in rows] == [1, 1, 2] and rows[0]["path"] == "single process"
     assert all(r["identical"] and r["speedup"] > 0 and r["shards"] == 3 for r in rows)
     assert rows[1]["ray_init_s"] > 0 and "| ray, 2 workers | 2 |" in capsys.readouterr().out
+
+
+def test_oom_check_dry_run_retries_and_passes(monkeypatch, capsys):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(REPO))
+    oom = importlib.import_module("benchmarks._oom_check")
+    assert oom.main(["--dry-run", "--n", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "retries: 2" in out and "out-of-memory retry: PASS" in out
+
+
+@pytest.mark.slow
+def test_gpu_check_script_dry_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run"], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = (tmp_path / "gpu_check.log").read_text()
+    for step in ("environment", "short texts", "256-token documents", "CUDA unit tests", "out-of-memory retry"):
+        assert f"== {step}" in log or f"== extraction benchmark, {step}" in log
+    assert "gpu check: all steps passed" in log and "out-of-memory retry: PASS" in log
+    assert (tmp_path / "extraction_short.json").is_file() and (tmp_path / "extraction_long.json").is_file()
+
+
+def test_profile_attributes_the_whole_call(monkeypatch, capsys):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(REPO))
+    profile = importlib.import_module("benchmarks._profile")
+    shares = profile.main(["--shape", "tiny", "--dataset", "mr", "--n", "12", "--max-length", "16", "--top", "3"])
+    assert {"linear matmul", "pooling (hook)", "untracked (engine loop, model glue)"} <= set(shares)
+    assert 0.98 <= sum(shares.values()) <= 1.02 and all(v >= 0 for v in shares.values())
+    assert "| kind of work | operation | share of wall time |" in capsys.readouterr().out

@@ -94,7 +94,6 @@ def tiny_study(tmp_path, monkeypatch):
     from layerfusion import models, testing
     from layerfusion.study import Study, StudyConfig
 
-    monkeypatch.setattr(models, "REGISTRY", dict(models.REGISTRY))
     keys = []
     for arch, hidden in (("llama", 32), ("gpt2", 16)):
         spec = testing.tiny_spec(tmp_path / arch, arch=arch, hidden=hidden)

@@ -132,3 +132,33 @@ def test_error_overlap_hand_example():
     assert out == pytest.approx({"both_wrong": 0.2, "only_a_wrong": 0.1, "only_b_wrong": 0.1,
                                  "both_wrong_if_independent": 0.09, "jaccard": 0.5, "oracle_accuracy": 0.8})
     assert np.isnan(diagnostics.error_overlap(y, y, y)["jaccard"])
+
+
+def test_layer_agreement_identical_scaled_and_perturbed(rng):
+    A = rng.normal(size=(50, 3, 16)).astype(np.float32)
+    B = A.copy()
+    B[:, 1] *= 3.0
+    B[:, 2] += rng.normal(scale=0.1, size=(50, 16))
+    table = diagnostics.layer_agreement(A, B.astype(np.float16), layers=[0, 5, 10])
+    assert list(table.index) == [0, 5, 10] and table.index.name == "layer"
+    assert table.loc[0, "cosine_min"] == pytest.approx(1.0, abs=1e-3)
+    assert table.loc[0, "rel_error_mean"] < 1e-3
+    assert table.loc[5, "cosine_mean"] == pytest.approx(1.0, abs=1e-3)
+    assert table.loc[5, "rel_error_mean"] == pytest.approx(2.0, abs=1e-2)
+    noisy = table.loc[10]
+    assert 0.9 < noisy["cosine_min"] <= noisy["cosine_q01"] <= noisy["cosine_mean"] < 0.999
+
+
+def test_layer_agreement_skips_zero_vectors_and_rejects_bad_shapes(rng):
+    A = rng.normal(size=(4, 2, 8))
+    B = A.copy()
+    B[0, 0] = 0.0
+    table = diagnostics.layer_agreement(A, B)
+    assert table.loc[0, "cosine_min"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="one shape"):
+        diagnostics.layer_agreement(A, B[:, :1])
+    with pytest.raises(ValueError, match="layers has 3 entries"):
+        diagnostics.layer_agreement(A, B, layers=[0, 1, 2])
+    B[1, 1, 0] = np.nan
+    with pytest.raises(ValueError, match=r"B\[:, 1\] contains NaN"):
+        diagnostics.layer_agreement(A, B)

@@ -42,10 +42,10 @@ def _cfg(**kw) -> extract.ExtractionConfig:
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_vectors_do_not_depend_on_batching_or_padding_side(tiny, arch):
     loaded, flipped = tiny[arch]
-    batched = extract.extract_texts(loaded, TEXTS, _cfg(token_budget=10_000), progress=False)
+    batched = extract.extract_texts(loaded, TEXTS, _cfg(token_budget=10_000, max_padding=1.0), progress=False)
     alone = [extract.extract_texts(loaded, [t], _cfg(), progress=False) for t in TEXTS]
     variants = [
-        extract.extract_texts(flipped, TEXTS, _cfg(token_budget=10_000), progress=False),
+        extract.extract_texts(flipped, TEXTS, _cfg(token_budget=10_000, max_padding=1.0), progress=False),
         extract.extract_texts(loaded, TEXTS, _cfg(token_budget=20), progress=False),
         extract.extract_texts(loaded, TEXTS, _cfg(max_batch_size=2), progress=False),
     ]
@@ -113,7 +113,7 @@ def test_batches_respect_the_token_budget_and_cover_every_text():
 
 def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny, monkeypatch, caplog):
     loaded, _ = tiny["llama"]
-    expected = extract.extract_texts(loaded, TEXTS, _cfg(), progress=False)
+    expected = extract.extract_texts(loaded, TEXTS, _cfg(max_padding=1.0), progress=False)
     real_run, ok, failed = extract._Taps.run, [], []
 
     def flaky(self, input_ids, mask, kwargs):
@@ -125,7 +125,7 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny, monkeypatch, cap
 
     monkeypatch.setattr(extract._Taps, "run", flaky)
     with caplog.at_level(logging.WARNING, logger="layerfusion.extract"):
-        got = extract.extract_texts(loaded, TEXTS, _cfg(), progress=False)
+        got = extract.extract_texts(loaded, TEXTS, _cfg(max_padding=1.0), progress=False)
     assert 1 <= len(failed) <= 3 and max(ok) <= 20 and "out of memory" in caplog.text
     for pooling in ("mean", "last"):
         np.testing.assert_allclose(got[pooling], expected[pooling], atol=ATOL)
@@ -176,7 +176,29 @@ def test_bf16_model_is_pooled_in_float32(tmp_path):
 
 
 @pytest.mark.parametrize("field, value", [("max_length", 0), ("token_budget", -1), ("shard_size", 1.5),
-                                          ("layers", ()), ("poolings", ("cls",))])
+                                          ("layers", ()), ("poolings", ("cls",)), ("max_padding", 1.5),
+                                          ("max_padding", "0.1")])
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field if field != "poolings" else "pooling"):
         extract.ExtractionConfig(**{field: value})
+
+
+def test_padding_cap_splits_batches_of_mixed_lengths():
+    lengths = np.array([10, 9, 5, 5, 5, 5, 1])
+    uncapped = list(extract.plan_batches(lengths, token_budget=100, max_batch_size=8))
+    assert [len(b) for b in uncapped] == [7]
+    capped = list(extract.plan_batches(lengths, token_budget=100, max_batch_size=8, max_padding=0.1))
+    assert [lengths[b].tolist() for b in capped] == [[10, 9], [5, 5, 5, 5], [1]]
+    for b in capped:
+        assert lengths[b].sum() >= 0.9 * len(b) * lengths[b].max()
+    exact = list(extract.plan_batches(lengths, token_budget=100, max_batch_size=8, max_padding=0.0))
+    assert [lengths[b].tolist() for b in exact] == [[10], [9], [5, 5, 5, 5], [1]]
+
+
+def test_padding_cap_does_not_change_the_vectors(tiny):
+    loaded, _ = tiny["llama"]
+    capped = extract.extract_texts(loaded, TEXTS, _cfg(token_budget=256, max_padding=0.0), progress=False)
+    loose = extract.extract_texts(loaded, TEXTS, _cfg(token_budget=256, max_padding=1.0), progress=False)
+    assert capped.padded_tokens == capped.real_tokens < loose.padded_tokens and capped.n_batches > loose.n_batches
+    for pooling in ("mean", "last"):
+        np.testing.assert_allclose(capped[pooling], loose[pooling], atol=ATOL)

@@ -128,11 +128,11 @@ def test_padded_tokens_packs_longest_first_within_budget():
 
 def test_padded_tokens_matches_the_engine_batching_plan():
     rng = np.random.default_rng(0)
-    for budget, max_batch in [(64, 256), (100, 3), (7, 8)]:
+    for budget, max_batch, cap in [(64, 256, 1.0), (100, 3, 1.0), (7, 8, 1.0), (400, 256, 0.1)]:
         lengths = rng.integers(1, 40, size=50)
-        plan = list(plan_batches(lengths, budget, max_batch))
+        plan = list(plan_batches(lengths, budget, max_batch, max_padding=cap))
         expected = sum(len(b) * int(lengths[b].max()) for b in plan)
-        assert overhead.padded_tokens(lengths, budget, max_batch) == expected
+        assert overhead.padded_tokens(lengths, budget, max_batch, cap) == expected
 
 
 def test_extraction_cost_fields_with_stand_in_extractor():

@@ -82,3 +82,29 @@ def test_check_poolings():
     for bad, msg in (((), "empty"), (("mean", "cls"), "unknown"), (("mean", "mean"), "twice")):
         with pytest.raises(ValueError, match=msg):
             pooling.check_poolings(bad)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_mask_info_gives_the_same_vectors_as_the_mask(side):
+    hidden, mask = _batch(_states(5, torch.bfloat16), side, fill=float("nan"))
+    info = pooling.mask_info(mask)
+    assert info.keep.shape == (3, T, 1) and info.count.flatten().tolist() == list(LENGTHS)
+    assert info.last.tolist() == ([T - 1] * 3 if side == "left" else [n - 1 for n in LENGTHS])
+    for name, fn in pooling.POOLINGS.items():
+        if name != "mean_pad":
+            torch.testing.assert_close(fn(hidden, info), fn(hidden, mask), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="mask shape"):
+        pooling.masked_mean(hidden[:, :4], info)
+    with pytest.raises(ValueError, match="mask must be"):
+        pooling.mask_info(mask[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("names", [("mean", "last", "mean_pad"), ("last",), ("mean_pad", "mean")])
+def test_pool_matches_the_single_poolings(dtype, names):
+    hidden, mask = _batch(_states(6, dtype), "right")
+    got = pooling.pool(hidden, pooling.mask_info(mask), names)
+    assert list(got) == list(names)
+    for name in names:
+        assert got[name].dtype == torch.float32
+        torch.testing.assert_close(got[name], pooling.POOLINGS[name](hidden, mask), rtol=0, atol=0)

@@ -63,7 +63,8 @@ def model_fingerprint(spec: Any, cache_dir: str | Path | None = None) -> str:
 
 def provenance(loaded: Any, config: Any, dataset_fingerprint: str, dataset_name: str | None,
                split: str | None) -> dict[str, Any]:
-    """Who computed an entry, where and with what: git sha, hardware, library versions, device, time."""
+    """Who computed an entry, where and with what: git sha, hardware, library versions, device, dtype and why
+    (``LoadedModel.dtype_reason``), time."""
     import torch
     import transformers
 
@@ -73,7 +74,8 @@ def provenance(loaded: Any, config: Any, dataset_fingerprint: str, dataset_name:
     name = torch.cuda.get_device_name(device) if getattr(device, "type", "") == "cuda" else platform.processor()
     return {
         "model": {"key": loaded.spec.key, "hf_id": loaded.spec.hf_id, "fingerprint": loaded.fingerprint,
-                  "dtype": str(loaded.dtype).replace("torch.", ""), **input_conventions(loaded.spec)},
+                  "dtype": str(loaded.dtype).replace("torch.", ""),
+                  "dtype_reason": getattr(loaded, "dtype_reason", None), **input_conventions(loaded.spec)},
         "config": config.as_dict(),
         "dataset": {"name": dataset_name, "split": split, "fingerprint": dataset_fingerprint},
         "git_sha": git_info()["sha"],

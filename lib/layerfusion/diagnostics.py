@@ -2,7 +2,8 @@
 
 Label-free scores (matrix entropy, effective rank, anisotropy) describe the geometry of one layer's pooled vectors
 and are checked against probe accuracy; complementarity scores (Cohen's kappa, error overlap, linear CKA) say
-whether two models err on different items, the precondition for fusion to help.
+whether two models err on different items, the precondition for fusion to help; ``layer_agreement`` says how far
+two extractions of the same items (bf16 against fp32) drift apart per layer.
 """
 
 from __future__ import annotations
@@ -136,6 +137,39 @@ def layer_report(X_layers: np.ndarray, layers: Sequence[int] | None = None, *, a
         X = np.asarray(X_layers[rows, i] if len(rows) < n else X_layers[:, i], dtype=np.float32)
         records.append({"matrix_entropy": matrix_entropy(X, alpha=alpha), "effective_rank": effective_rank(X),
                         "anisotropy": anisotropy(X)})
+    return pd.DataFrame(records, index=pd.Index(labels, name="layer"))
+
+
+def layer_agreement(A: np.ndarray, B: np.ndarray, layers: Sequence[int] | None = None) -> pd.DataFrame:
+    """How closely two extractions of the same items agree, layer by layer (e.g. bf16 against fp32 vectors).
+
+    ``A`` and ``B`` are (n, L, d) stacks of the same items and layers (``LayerEmbeddings.stack`` or its float16
+    vectors); ``A`` is the reference. One row per layer (index ``layer``, default 0..L-1) with the per-item cosine
+    between the two vectors summarised as ``cosine_mean``, ``cosine_min`` and ``cosine_q01`` (1st percentile), and
+    ``rel_error_mean``, the mean of ``||a - b|| / ||a||``. Items whose reference or other vector is zero have no
+    cosine and are left out of those summaries. One layer at a time is copied to float64.
+    """
+    shapes = (getattr(A, "shape", None), getattr(B, "shape", None))
+    if getattr(A, "ndim", None) != 3 or shapes[0] != shapes[1]:
+        raise ValueError(f"A and B must be 3-D (n_items, n_layers, dim) arrays of one shape, got {shapes[0]} and "
+                         f"{shapes[1]}; compare extractions of the same items and layers")
+    n_layers = A.shape[1]
+    labels = list(range(n_layers)) if layers is None else [int(x) for x in layers]
+    if len(labels) != n_layers:
+        raise ValueError(f"layers has {len(labels)} entries but A and B have {n_layers} layers")
+    records = []
+    for i in range(n_layers):
+        a = checks.features(A[:, i], f"A[:, {i}]", 2, min_rows=1, dtype=np.float64, finite=True)
+        b = checks.features(B[:, i], f"B[:, {i}]", 2, min_rows=1, dtype=np.float64, finite=True)
+        norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+        ok = (norm_a > 0) & (norm_b > 0)
+        cosine = np.einsum("ij,ij->i", a[ok], b[ok]) / (norm_a[ok] * norm_b[ok])
+        rel = np.linalg.norm(a[ok] - b[ok], axis=1) / norm_a[ok]
+        empty = not ok.any()
+        records.append({"cosine_mean": float("nan") if empty else float(cosine.mean()),
+                        "cosine_min": float("nan") if empty else float(cosine.min()),
+                        "cosine_q01": float("nan") if empty else float(np.quantile(cosine, 0.01)),
+                        "rel_error_mean": float("nan") if empty else float(rel.mean())})
     return pd.DataFrame(records, index=pd.Index(labels, name="layer"))
 
 

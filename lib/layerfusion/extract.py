@@ -36,7 +36,11 @@ class ExtractionConfig:
 
     ``layers`` are hidden-state indices (None = all L+1; negatives count from the end); ``token_budget`` bounds
     padded tokens per batch; ``stop_at_deepest`` skips the blocks above the deepest kept layer; ``shard_size`` is the
-    number of texts per cache shard; ``dtype``/``device`` default to bf16 on CUDA and fp32 on CPU.
+    number of texts per cache shard; ``dtype``/``device`` None follow ``layerfusion.devices`` (bf16 on CUDA and on
+    CPUs with native bf16, fp32 elsewhere). ``max_padding`` caps the fraction of a batch's token positions that are
+    padding (a batch closes before a text that would exceed it; 1.0 turns the cap off): without it a large token
+    budget over few texts pads short texts to the longest of hundreds (2.75x the real tokens on 400 SST-2 texts
+    at a budget of 16384).
     """
 
     max_length: int = 512
@@ -44,6 +48,7 @@ class ExtractionConfig:
     layers: tuple[int, ...] | None = None
     token_budget: int = 16384
     max_batch_size: int = 256
+    max_padding: float = 0.1
     stop_at_deepest: bool = True
     shard_size: int = 2048
     dtype: str | None = None
@@ -60,6 +65,9 @@ class ExtractionConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ExtractionConfig.{name} must be a positive integer, got {value!r}")
+        if isinstance(self.max_padding, bool) or not isinstance(self.max_padding, (int, float)) \
+                or not 0.0 <= self.max_padding <= 1.0:
+            raise ValueError(f"ExtractionConfig.max_padding must be a fraction in [0, 1], got {self.max_padding!r}")
         if self.dtype is not None and not isinstance(self.dtype, str):
             object.__setattr__(self, "dtype", str(self.dtype).replace("torch.", ""))
         if self.device is not None and not isinstance(self.device, str):
@@ -101,22 +109,28 @@ def tokenize(tokenizer: Any, texts: list[str], max_length: int) -> tuple[list[li
 
 
 def plan_batches(lengths: np.ndarray, token_budget: int, max_batch_size: int, start: int = 0,
-                 order: np.ndarray | None = None) -> Iterator[np.ndarray]:
+                 order: np.ndarray | None = None, max_padding: float = 1.0) -> Iterator[np.ndarray]:
     """Yield index arrays of batches, longest texts first, each with batch x longest <= ``token_budget`` (a text
-    longer than the budget goes alone) and at most ``max_batch_size`` texts. Same rule as
-    ``overhead.padded_tokens``."""
-    order = np.argsort(-np.asarray(lengths), kind="stable") if order is None else order
+    longer than the budget goes alone), at most ``max_batch_size`` texts and at most ``max_padding`` of its token
+    positions padding (1.0: no limit). ``overhead.padded_tokens`` counts with this plan."""
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable") if order is None else order
     pos = start
     while pos < len(order):
-        batch = _next_batch(order, lengths, pos, token_budget, max_batch_size)
+        batch = _next_batch(order, lengths, pos, token_budget, max_batch_size, max_padding)
         yield batch
         pos += len(batch)
 
 
-def _next_batch(order: np.ndarray, lengths: np.ndarray, pos: int, token_budget: int, max_batch_size: int
-                ) -> np.ndarray:
+def _next_batch(order: np.ndarray, lengths: np.ndarray, pos: int, token_budget: int, max_batch_size: int,
+                max_padding: float = 1.0) -> np.ndarray:
     longest = int(lengths[order[pos]])
     size = max(1, min(max_batch_size, token_budget // max(longest, 1), len(order) - pos))
+    if max_padding < 1.0 and size > 1:
+        # Lengths fall along ``order``, so the padded fraction of the first k texts grows with k: keep the longest
+        # prefix whose real tokens are at least (1 - max_padding) of its padded positions.
+        real = np.cumsum(lengths[order[pos:pos + size]])
+        size = int(np.sum(real >= (1.0 - max_padding) * longest * np.arange(1, size + 1)))
     return order[pos:pos + size]
 
 
@@ -191,8 +205,8 @@ class _Taps:
 
     def _pool(self, index: int, hidden: Any) -> None:
         col = self.column[index]
-        for name in self.poolings:
-            self.out[name][:, col] = pooling_mod.POOLINGS[name](hidden, self.mask)
+        for name, vectors in pooling_mod.pool(hidden, self.mask, self.poolings).items():
+            self.out[name][:, col] = vectors
 
     def _pre_hook(self, module: Any, args: tuple, kwargs: dict) -> None:
         if 0 in self.column:
@@ -213,7 +227,7 @@ class _Taps:
         import torch
 
         hidden = int(self.model.config.hidden_size)
-        self.mask = mask
+        self.mask = pooling_mod.mask_info(mask)
         self.out = {p: torch.empty(len(input_ids), len(self.layers), hidden, dtype=torch.float32,
                                    device=input_ids.device) for p in self.poolings}
         try:
@@ -295,7 +309,7 @@ def extract_texts(loaded: Any, texts: Sequence[str], config: ExtractionConfig, p
     try:
         with _Taps(loaded.model, layers, config.poolings, config.stop_at_deepest) as taps, torch.inference_mode():
             while pos < len(order):
-                batch = _next_batch(order, lengths, pos, budget, config.max_batch_size)
+                batch = _next_batch(order, lengths, pos, budget, config.max_batch_size, config.max_padding)
                 try:
                     pooled = _run_batch(taps, loaded, [ids[i] for i in batch], side, accepted)
                 except Exception as err:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised

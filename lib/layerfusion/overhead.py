@@ -250,24 +250,21 @@ def _token_lengths(loaded: Any, texts: Sequence[str], max_length: int) -> np.nda
     return np.asarray([len(ids) for ids in enc["input_ids"]], dtype=np.int64)
 
 
-def padded_tokens(lengths: Sequence[int], token_budget: int, max_batch_size: int) -> int:
-    """Token positions computed including padding under length-sorted batching with a token budget.
+def padded_tokens(lengths: Sequence[int], token_budget: int, max_batch_size: int, max_padding: float = 1.0) -> int:
+    """Token positions computed including padding under the engine's batching plan (``extract.plan_batches``).
 
-    Texts are sorted longest first and packed greedily while ``batch_size * longest_in_batch <= token_budget`` and
-    ``batch_size <= max_batch_size`` (a single text longer than the budget forms its own batch).
+    Texts are sorted longest first and packed greedily while ``batch_size * longest_in_batch <= token_budget``,
+    ``batch_size <= max_batch_size`` and at most ``max_padding`` of the batch's positions are padding (a single
+    text longer than the budget forms its own batch).
     """
+    from layerfusion.extract import plan_batches
+
     if int(token_budget) < 1 or int(max_batch_size) < 1:
         raise ValueError(f"padded_tokens: token_budget ({token_budget}) and max_batch_size ({max_batch_size}) "
                          "must be >= 1")
-    total = 0
-    size = longest = 0
-    for n in sorted((int(x) for x in lengths), reverse=True):
-        if size and ((size + 1) * longest > token_budget or size + 1 > max_batch_size):
-            total += size * longest
-            size = longest = 0
-        longest = max(longest, n)
-        size += 1
-    return int(total + size * longest)
+    lengths = np.asarray([int(x) for x in lengths], dtype=np.int64)
+    plan = plan_batches(lengths, int(token_budget), int(max_batch_size), max_padding=max_padding)
+    return int(sum(len(batch) * int(lengths[batch].max()) for batch in plan))
 
 
 def _default_extract() -> Callable[..., Any]:
@@ -323,7 +320,8 @@ def _token_counts(loaded: Any, texts: list[str], config: Any, result: Any) -> tu
     if real is not None and padded is not None:
         return int(real), int(padded)
     lengths = _token_lengths(loaded, texts, config.max_length)
-    return int(lengths.sum()), padded_tokens(lengths, config.token_budget, config.max_batch_size)
+    return int(lengths.sum()), padded_tokens(lengths, config.token_budget, config.max_batch_size,
+                                             getattr(config, "max_padding", 1.0))
 
 
 def _point(texts: list[str], config: Any, vary: str, value: Any) -> tuple[list[str], Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from layerfusion import files
+from layerfusion.devices import choose_dtype, resolve_device, resolve_dtype  # noqa: F401 - re-exported
 from layerfusion.models import gguf
 from layerfusion.models.registry import REGISTRY
 from layerfusion.models.resolve import get_spec, hub_commit, weight_files
@@ -20,33 +21,6 @@ from layerfusion.models.spec import CHAT, LoadedModel, ModelSpec
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-def resolve_device(device: str | Any | None = None) -> Any:
-    """The torch device to use: the argument, else CUDA when available, else CPU."""
-    import torch
-
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-           "bfloat16": "bfloat16", "bf16": "bfloat16"}
-
-
-def resolve_dtype(dtype: str | Any | None, device: Any) -> Any:
-    """The compute dtype: the argument, else bf16 on CUDA and fp32 on CPU (bf16 is ~5x slower on these CPUs)."""
-    import torch
-
-    if dtype is None:
-        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    name = _DTYPES.get(str(dtype).replace("torch.", "").lower())
-    if name is None:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(set(_DTYPES.values()))}")
-    return getattr(torch, name)
 
 
 def _hash_weights(weights: list[Path]) -> str:
@@ -120,7 +94,8 @@ def load(
 
     spec = get_spec(name_or_spec, text_prefix=text_prefix, template=template, trust_remote_code=trust_remote_code)
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
+    choice = choose_dtype(dtype, dev)
+    dt = choice.dtype
     target, fingerprint = weights_location(spec, cache_dir)
     kwargs: dict[str, Any] = {"trust_remote_code": bool(trust_remote_code)}
     if spec.source == "hub":
@@ -145,7 +120,8 @@ def load(
     _check_loaded(model, spec)
     model.to(dev)
     model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, device=dev, dtype=dt, fingerprint=fingerprint)
+    return LoadedModel(model=model, tokenizer=tokenizer, spec=spec, device=dev, dtype=dt, fingerprint=fingerprint,
+                       dtype_reason=choice.reason)
 
 
 # --- what is available here -------------------------------------------------------------------------------------

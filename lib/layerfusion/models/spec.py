@@ -82,7 +82,7 @@ class ModelSpec:
 
 @dataclass
 class LoadedModel:
-    """A model ready for extraction."""
+    """A model ready for extraction; ``dtype_reason`` says why ``dtype`` was chosen (``devices.choose_dtype``)."""
 
     model: Any
     tokenizer: Any
@@ -90,6 +90,7 @@ class LoadedModel:
     device: Any
     dtype: Any
     fingerprint: str
+    dtype_reason: str = ""
 
     @property
     def n_hidden_states(self) -> int:
