@@ -302,6 +302,7 @@ class StudyConfig(SettingsBlock):
     poolings: tuple[str, ...] = ("mean", "last", "mean_pad")
     primary_pooling: str = "mean"
     token_budget: int = _default_of("extract.ExtractionConfig", "token_budget")
+    shard_size: int = _default_of("extract.ExtractionConfig", "shard_size")
     dtype: str | None = None
     device: str | None = None
     probe: ProbeSettings = field(default_factory=ProbeSettings)
@@ -330,7 +331,7 @@ class StudyConfig(SettingsBlock):
         if bad:
             raise ProfileError(("max_length", bad[0]), f"must be a positive number of tokens, got "
                                                        f"{self.max_length[bad[0]]}")
-        _positive(self, "token_budget")
+        _positive(self, "token_budget", "shard_size")
         unknown = [p for p in self.poolings if p not in pooling.POOLINGS]
         if unknown:
             raise ProfileError(("poolings",), f"unknown poolings {unknown}; known: {sorted(pooling.POOLINGS)}")
@@ -379,6 +380,7 @@ class StudyConfig(SettingsBlock):
 
         lengths = {"max_length": self.max_length[dataset]} if dataset in self.max_length else {}
         return extract.ExtractionConfig(poolings=tuple(self.poolings), token_budget=self.token_budget,
+                                        shard_size=self.shard_size,
                                         dtype=self.dtype, device=self.device, **lengths)
 
     def subsample_of(self, dataset: str) -> Subsample:
