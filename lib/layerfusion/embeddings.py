@@ -36,7 +36,10 @@ ShardDone = Callable[[int, int, dict[str, Any], dict[str, Any]], None]
 
 @dataclass
 class LayerEmbeddings:
-    """Pooled vectors of one model on one dataset split: pooling -> float16 (n, n_layers_kept, d)."""
+    """Pooled vectors of one model on one dataset split: pooling -> (n, n_layers_kept, d) array.
+
+    float16, or float32 when some cache shard needed float32 to keep its values (``layerfusion.cache``).
+    """
 
     vectors: dict[str, np.ndarray]
     layers: tuple[int, ...]

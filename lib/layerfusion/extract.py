@@ -4,6 +4,7 @@
 budget (padded tokens = batch size x longest), runs the ``AutoModel`` under ``torch.inference_mode``, pools every
 kept layer as soon as the layer has run (so only one batch's token states of one layer are alive at a time), stops
 after the deepest requested layer, and restores the input order. On out-of-memory it halves the batch and retries.
+A model that produces NaN or inf fails at once, naming the model, the layer and the text.
 
 ``embed`` and ``LayerEmbeddings``, the cached one-call API the notebooks use, live in ``layerfusion.embeddings`` and
 stay importable from here.
@@ -323,8 +324,10 @@ def extract_texts(loaded: Any, texts: Sequence[str], config: ExtractionConfig, p
                     logger.warning("out of memory on a batch of %d texts; retrying with token budget %d",
                                    len(batch), budget)
                     continue
+                pooled = {name: values.cpu().numpy() for name, values in pooled.items()}
+                _check_finite(loaded, pooled, batch, layers, texts)
                 for name, values in pooled.items():
-                    out[name][batch] = values.cpu().numpy()
+                    out[name][batch] = values
                 pos += len(batch)
                 n_batches += 1
                 padded += len(batch) * int(lengths[batch[0]])
@@ -337,6 +340,30 @@ def extract_texts(loaded: Any, texts: Sequence[str], config: ExtractionConfig, p
             bar.close()
     return Extraction(out, layers=layers, truncated=truncated, real_tokens=int(lengths.sum()),
                       padded_tokens=padded, seconds=time.perf_counter() - start, n_batches=n_batches)
+
+
+def _check_finite(loaded: Any, pooled: dict[str, np.ndarray], batch: np.ndarray, layers: tuple[int, ...],
+                  texts: list[str]) -> None:
+    """Raise ValueError naming the model, the hidden-state layer and the text where the model produced NaN or inf.
+
+    Checked per batch on the pooled vectors (what would be stored), so a model that overflows its dtype fails at
+    once instead of filling the cache with NaN; the first affected text (input order) and its shallowest bad layer
+    are named.
+    """
+    bad = np.zeros((len(batch), len(layers)), dtype=bool)
+    for values in pooled.values():
+        bad |= ~np.isfinite(values).all(axis=-1)
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad.any(axis=1))
+    row = rows[np.argmin(batch[rows])]
+    text, layer = int(batch[row]), layers[int(np.argmax(bad[row]))]
+    dtype = str(getattr(loaded, "dtype", "?")).replace("torch.", "")
+    advice = ("load it in float32 (ExtractionConfig(dtype='float32') or models.load(..., dtype='float32'))"
+              if dtype != "float32" else "check its weights and this input; float32 did not help")
+    raise ValueError(f"model {getattr(loaded.spec, 'key', '?')!r} produced NaN/inf at hidden-state layer {layer} "
+                     f"for text {text} ({texts[text][:40]!r}; {len(rows)} of the {len(batch)} texts in its batch "
+                     f"affected) running in {dtype}; {advice}")
 
 
 def _run_batch(taps: _Taps, loaded: Any, ids: list[list[int]], side: str, accepted: set[str]) -> dict[str, Any]:
