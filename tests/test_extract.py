@@ -237,3 +237,19 @@ def test_activations_beyond_float16_range_are_extracted_finite(tmp_path):
         assert np.isfinite(big[pooling]).all()
     assert np.abs(big["mean"][:, :-1]).max() > 1e5  # the residual stream, before the final norm
     assert not np.allclose(big["mean"], reference["mean"])
+
+
+def test_progress_goes_to_the_side_file_not_the_output(tiny, tmp_path, monkeypatch, capfd):
+    """With ``$LAYERFUSION_PROGRESS_FILE`` set (``layerfusion report`` sets it for the kernels), the bar, with
+    texts/s and an ETA, goes to that file even with progress=False, and nothing reaches the output."""
+    side = tmp_path / "progress.txt"
+    monkeypatch.setenv(extract.PROGRESS_FILE_ENV, str(side))
+    extract.extract_texts(tiny["llama"][0], TEXTS, _cfg(), progress=False)
+    text = side.read_text()
+    assert "extract tiny-llama-right" in text and f"{len(TEXTS)}/{len(TEXTS)}" in text
+    assert "text/s" in text and "<" in text  # the rate and elapsed<remaining
+    out, err = capfd.readouterr()
+    assert "extract tiny" not in out + err
+    monkeypatch.delenv(extract.PROGRESS_FILE_ENV)
+    extract.extract_texts(tiny["llama"][0], TEXTS, _cfg(), progress=False)
+    assert side.read_text() == text

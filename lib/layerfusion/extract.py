@@ -7,7 +7,8 @@ after the deepest requested layer, and restores the input order. On out-of-memor
 A model that produces NaN or inf fails at once, naming the model, the layer and the text.
 
 ``embed`` and ``LayerEmbeddings``, the cached one-call API the notebooks use, live in ``layerfusion.embeddings`` and
-stay importable from here.
+stay importable from here. Progress (texts/s, ETA) goes to the output, or to the file ``$LAYERFUSION_PROGRESS_FILE``
+names (``progress_bar``).
 
 Hidden-state indices follow ``output_hidden_states``: 0 is the embedding layer (the input of block 0), i is the
 output of block i, and the last index L is ``last_hidden_state`` (after the final norm in Llama-family models).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -29,6 +31,9 @@ from layerfusion.models.spec import format_texts
 from layerfusion.checks import texts as check_texts
 
 logger = logging.getLogger(__name__)
+
+PROGRESS_FILE_ENV = "LAYERFUSION_PROGRESS_FILE"
+"""Names a file that extraction progress bars append to instead of the output (see ``progress_bar``)."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,42 @@ def _pad(ids: list[list[int]], pad_id: int, side: str) -> tuple[np.ndarray, np.n
 
 
 # --- the forward pass with layer taps ----------------------------------------------------------------------------
+
+
+class _AppendToFile:
+    """A write-only text sink that appends every write to ``path`` (opened per write: nothing stays open, and a
+    reader can follow the file while the writer runs)."""
+
+    encoding = "utf-8"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def write(self, text: str) -> int:
+        with open(self.path, "a", encoding=self.encoding) as fh:
+            return fh.write(text)
+
+    def flush(self) -> None:
+        """Nothing to flush: every write is closed at once."""
+
+
+def progress_bar(total: int, desc: str, progress: bool = True) -> Any:
+    """A tqdm bar over ``total`` texts that shows texts/s and an ETA.
+
+    When ``$LAYERFUSION_PROGRESS_FILE`` names a file, the bar is appended there whatever ``progress`` and
+    ``TQDM_DISABLE`` say, and nothing goes to the output: ``layerfusion report`` sets it for the notebook kernels
+    and copies the file to the terminal, so a long extraction shows progress while the executed notebooks (the
+    book) stay clean. Otherwise this is the usual ``tqdm.auto`` bar, shown when ``progress``.
+    """
+    side = os.environ.get(PROGRESS_FILE_ENV)
+    if side:
+        from tqdm import tqdm as plain_tqdm
+
+        return plain_tqdm(total=total, desc=desc, unit="text", file=_AppendToFile(side), disable=False,
+                          mininterval=1.0, ncols=100)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="text", disable=not progress)
 
 
 class _StopForward(Exception):
@@ -288,7 +329,6 @@ def extract_texts(loaded: Any, texts: Sequence[str], config: ExtractionConfig, p
     ``padded_tokens``, ``seconds`` and ``layers``.
     """
     import torch
-    from tqdm.auto import tqdm
 
     texts = check_texts(texts)
     texts = format_texts(loaded.spec, texts, loaded.tokenizer)  # the model's text prefix / template, if any
@@ -302,8 +342,7 @@ def extract_texts(loaded: Any, texts: Sequence[str], config: ExtractionConfig, p
     side = getattr(tok, "padding_side", "right")
     own_bar = bar is None
     if own_bar:
-        bar = tqdm(total=len(texts), desc=f"extract {getattr(loaded.spec, 'key', '')}".strip(), unit="text",
-                   disable=not progress)
+        bar = progress_bar(len(texts), f"extract {getattr(loaded.spec, 'key', '')}".strip(), progress)
     order = np.argsort(-lengths, kind="stable")
     budget, pos, padded, n_batches, real_done = int(config.token_budget), 0, 0, 0, 0
     start = time.perf_counter()
