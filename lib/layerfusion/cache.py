@@ -19,7 +19,7 @@ vectors it is given:
   value, which fails only for vectors whose largest value is below float16's normal range (2**-14);
 - float32 otherwise, which is lossless for what the engine computes (it pools in float32). Models with "massive
   activations" (Gemma-2-2B, some 7B models) put a few coordinates of the residual stream past 65,504, so their
-  early and middle layers land here instead of turning into ``inf``.
+  shards are stored here instead of turning into ``inf``.
 
 The shard's dtype is recorded in the manifest and ``read_shard`` returns each shard in its stored dtype, so an
 entry's assembled vectors are float16 when all its shards are float16 and float32 otherwise. Why not the
