@@ -13,8 +13,10 @@ import pytest
 from layerfusion import extract
 from layerfusion.study import cli
 
-BAR = "from layerfusion import extract\nwith extract.progress_bar(5, 'embed tiny toy train', progress=False) as bar:\n" \
-      "    for _ in range(5):\n        bar.update(1)\n"
+BAR = ("from layerfusion import extract\n"
+       "with extract.progress_bar(5, 'embed tiny toy train', progress=False) as bar:\n"
+       "    for _ in range(5):\n"
+       "        bar.update(1)\n")
 
 
 def test_progress_from_a_child_process_is_copied_to_the_stream():

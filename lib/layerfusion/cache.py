@@ -316,10 +316,10 @@ class CacheEntry:
 
         ``array`` holds float32 vectors; the stored dtype is float16 where that loses nothing beyond float16's
         precision, else float32 (module docstring), and is recorded in the manifest; ``read_shard`` returns it in
-        that dtype. A NaN or inf raises ValueError and nothing is written. ``stats`` (seconds, real_tokens, padded_tokens of the extraction that
-        produced it) is kept with the shard so the throughput of the run that filled the cache can be reported
-        later. A failed write (full disk, read-only folder) raises a one-line ``OSError`` and leaves the shards
-        already recorded as they were.
+        that dtype. A NaN or inf raises ValueError and nothing is written. ``stats`` (seconds, real_tokens,
+        padded_tokens of the extraction that produced it) is kept with the shard so the throughput of the run that
+        filled the cache can be reported later. A failed write (full disk, read-only folder) raises a one-line
+        ``OSError`` and leaves the shards already recorded as they were.
         """
         self.record_shard(i, self.store_shard(i, array, n_truncated=n_truncated, stats=stats))
 
