@@ -33,6 +33,14 @@ def config():
     return ExtractionConfig(poolings=("mean", "last"), shard_size=SHARD_SIZE, max_length=16)
 
 
+def load(model_dir: str | Path):
+    """The tiny model, in float32 on the CPU whatever the machine (the automatic dtype would be bf16 on a CPU with
+    native bf16, a different cache key than a test process that pins the CPU flags)."""
+    from layerfusion import models, testing
+
+    return models.load(testing.tiny_spec(model_dir, arch="llama", key="tiny-fault"), device="cpu", dtype="float32")
+
+
 def _fail_fsync_while(marker: Path) -> None:
     """Make ``os.fsync`` fail with ENOSPC while ``marker`` exists: a disk that fills up where no tmpfs can be
     mounted (the cache's writes go through ``files.atomic_write_bytes``, which fsyncs every file)."""
@@ -49,9 +57,9 @@ def _fail_fsync_while(marker: Path) -> None:
 def embed(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from layerfusion import extract, models, testing
+    from layerfusion import extract
 
-    loaded = models.load(testing.tiny_spec(args.model, arch="llama", key="tiny-fault"), device="cpu")
+    loaded = load(args.model)
     computed: list[int] = []
 
     def slow_forward(module, fargs, kwargs):

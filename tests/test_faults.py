@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import fault_worker
-from layerfusion import extract, files, models, testing
+from layerfusion import extract, files, testing
 from layerfusion.study import results
 
 WORKER = Path(fault_worker.__file__)
@@ -51,7 +51,7 @@ def _run(*args: str, wrap: tuple[str, ...] = ()) -> dict:
 
 @pytest.fixture(scope="module")
 def loaded(tiny_dir):
-    return models.load(testing.tiny_spec(tiny_dir, arch="llama", key="tiny-fault"), device="cpu")
+    return fault_worker.load(tiny_dir)
 
 
 def _embed(loaded, cache: Path) -> tuple[extract.LayerEmbeddings, int]:

@@ -182,16 +182,7 @@ def test_cli_parser_and_errors(capsys):
     assert "profile file /no/such/profile.yaml does not exist" in capsys.readouterr().err
 
 
-@pytest.fixture
-def restored_registries():
-    """The tiny models registered by a test must not outlive it (a later test would list them)."""
-    from layerfusion.testing import registries_restored
-
-    with registries_restored():
-        yield
-
-
-def test_extract_all_loads_each_model_once_and_reads_the_cache_after(tmp_path, monkeypatch, restored_registries):
+def test_extract_all_loads_each_model_once_and_reads_the_cache_after(tmp_path, monkeypatch):
     import dataclasses
 
     from layerfusion import models, testing
