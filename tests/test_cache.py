@@ -204,3 +204,131 @@ def test_bad_inputs_to_the_cache_layer(split, loaded, tmp_path):
         _embed(datasets.Dataset.from_dict({"text": ["good", " "], "label": [0, 1]}), tmp_path, loaded)
     with pytest.raises(ValueError, match="'text' column"):
         _embed(datasets.Dataset.from_dict({"sentence": ["good"]}), tmp_path, loaded)
+
+
+# storage range: float16 where it holds, float32 where it would not, never NaN/inf ----------------------------------
+
+
+def _entry(tmp_path, n=6, shard_size=2, layers=(0, 1), hidden=4):
+    config = extract.ExtractionConfig(poolings=("mean", "last"), shard_size=shard_size)
+    model = {"key": "m", "hf_id": "org/m", "fingerprint": "abc", "dtype": "float32"}
+    return cache.EmbeddingCache(tmp_path).entry(model, config, layers, "data", n=n, hidden=hidden)
+
+
+def _shard(rows, value=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((2, rows, 2, 4)) * value).astype(np.float32)
+
+
+@pytest.mark.parametrize("value, stored", [
+    (1.0, "float16"),   # ordinary values
+    (1e-3, "float16"),  # small, in float16's normal range
+    (1e4, "float16"),   # large, below 65,504
+    (1e-6, "float32"),  # vectors whose largest value is below float16's normal range (2**-14)
+    (1e5, "float32"),   # beyond float16's range
+])
+def test_write_shard_picks_float16_only_when_it_loses_nothing(tmp_path, value, stored):
+    entry = _entry(tmp_path)
+    array = _shard(2, value)
+    assert (np.abs(array).max() <= cache.FLOAT16_MAX) == (value < 1e5)
+    with entry.locked():
+        entry.write_shard(0, array, n_truncated=0)
+        assert entry.manifest["shards"]["0"]["dtype"] == stored
+        back = entry.read_shard(0)
+    assert back.dtype == np.dtype(stored)
+    scale = np.abs(array).max(axis=-1, keepdims=True)
+    assert (np.abs(back.astype(np.float32) - array) <= 2.0 ** -11 * scale).all()
+    if stored == "float32":
+        np.testing.assert_array_equal(back, array)
+
+
+def test_float16_range_edge_and_mixed_entry(tmp_path):
+    entry = _entry(tmp_path)
+    edge = np.full((2, 2, 2, 4), cache.FLOAT16_MAX, dtype=np.float32)
+    beyond = edge.copy()
+    beyond[1, 1, 1, 3] = np.nextafter(np.float32(cache.FLOAT16_MAX), np.float32(np.inf))
+    with entry.locked():
+        for i, array in enumerate((edge, beyond, _shard(2))):
+            entry.write_shard(i, array, n_truncated=0)
+        entry.finish()
+        shards = [entry.read_shard(i) for i in range(3)]
+    assert [s.dtype for s in shards] == [np.float16, np.float32, np.float16]
+    assert np.concatenate(shards, axis=1).dtype == np.float32  # how embed assembles a mixed entry
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_shard_is_never_written(tmp_path, bad):
+    entry = _entry(tmp_path)
+    array = _shard(2)
+    array[1, 1, 0, 2] = bad
+    with entry.locked():
+        entry.write_shard(0, _shard(2), n_truncated=0)
+        before = (entry.path / "manifest.json").read_bytes()
+        with pytest.raises(ValueError, match=r"shard 1 .* not written: it holds .*pooling 'last', layer 0, text 3"):
+            entry.write_shard(1, array, n_truncated=0)
+        assert "1" not in entry.manifest["shards"]
+    assert not entry.shard_path(1).exists() and (entry.path / "manifest.json").read_bytes() == before
+    assert not list(entry.path.glob(".*.tmp-*"))
+
+
+def _scaled_model(tmp_path, factor=1e7):
+    """A tiny llama whose embedding matrix is scaled so the residual stream is about 1e5 (past float16's 65,504)."""
+    import torch
+    from transformers import AutoModel
+
+    base = testing.tiny_model_dir(tmp_path / "base", arch="llama")
+    model = AutoModel.from_pretrained(base)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(factor)
+    model.save_pretrained(tmp_path / "scaled")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tiny.json"):
+        if (base / name).exists():
+            (tmp_path / "scaled" / name).write_bytes((base / name).read_bytes())
+    spec = testing.tiny_spec(tmp_path / "scaled", arch="llama", key="tiny-scaled")
+    return models.load(spec, device="cpu")
+
+
+def test_activations_beyond_float16_come_back_finite_and_exact(split, tmp_path, rows_seen):
+    loaded = _scaled_model(tmp_path)
+    reference = extract.extract_texts(loaded, TEXTS, CFG, progress=False)
+    assert np.isfinite(reference["mean"]).all() and np.abs(reference["mean"]).max() > 1e5
+    emb = _embed(split, tmp_path / "cache", loaded)
+    manifest = json.loads((emb.path / "manifest.json").read_text())
+    assert {s["dtype"] for s in manifest["shards"].values()} == {"float32"}
+    for pooling in CFG.poolings:
+        assert emb.vectors[pooling].dtype == np.float32
+        np.testing.assert_array_equal(emb.stack(pooling), reference[pooling])
+
+
+def test_old_float16_cache_with_overflow_is_rebuilt_with_a_warning(split, tmp_path):
+    """A cache written before the range check: float16 shards, no dtype recorded, inf where values overflowed."""
+    loaded = _scaled_model(tmp_path)
+    first = _embed(split, tmp_path / "cache", loaded)
+    manifest_path = first.path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for info in manifest["shards"].values():
+        assert info.pop("dtype") == "float32"
+        path = first.path / info["file"]
+        with np.errstate(over="ignore"):
+            old = np.load(path).astype(np.float16)  # what the cache used to do
+        assert not np.isfinite(old).all()
+        np.save(path, old)
+        info["sha256"] = cache.sha256_bytes(path.read_bytes())
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match="holds inf or NaN.*overflowed"):
+        again = _embed(split, tmp_path / "cache", loaded)
+    assert np.isfinite(again.vectors["mean"]).all()
+    np.testing.assert_array_equal(again.vectors["mean"], first.vectors["mean"])
+
+
+def test_old_float16_cache_without_dtype_records_stays_readable(split, loaded, tmp_path, rows_seen):
+    first = _embed(split, tmp_path, loaded)
+    manifest_path = first.path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for info in manifest["shards"].values():
+        assert info.pop("dtype") == "float16"
+    manifest_path.write_text(json.dumps(manifest))
+    rows_seen.clear()
+    again = _embed(split, tmp_path, loaded)
+    assert rows_seen == [] and again.vectors["mean"].dtype == np.float16
+    np.testing.assert_array_equal(again.vectors["mean"], first.vectors["mean"])

@@ -142,12 +142,25 @@ def test_checksum_mismatch_names_file_and_both_hashes(toy):
 
 def test_hash_is_cached_per_path_size_and_mtime(toy):
     path = toy[0] / "toy" / "train.jsonl"
+    old = path.stat().st_mtime_ns - 3600 * 10**9
+    os.utime(path, ns=(old, old))  # settled an hour ago: memoised
     first = data.sha256_file(path)
     stat = path.stat()
     assert files._HASH_CACHE[(str(path.resolve()), stat.st_size, stat.st_mtime_ns)] == first
     _write_split(path, _rows(list(reversed(TRAIN_LABELS)), "train"))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert data.sha256_file(path) != first
+
+
+def test_hash_of_a_fresh_file_is_not_memoised(tmp_path):
+    """A same-size rewrite that keeps the mtime (a coarse file-system clock) must still change the hash."""
+    path = tmp_path / "f.txt"
+    path.write_text("aaaa")
+    stat = path.stat()
+    first = files.sha256_file(path)
+    path.write_text("bbbb")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and files.sha256_file(path) != first
 
 
 @pytest.mark.parametrize(("raw", "message"), [

@@ -202,3 +202,54 @@ def test_padding_cap_does_not_change_the_vectors(tiny):
     assert capped.padded_tokens == capped.real_tokens < loose.padded_tokens and capped.n_batches > loose.n_batches
     for pooling in ("mean", "last"):
         np.testing.assert_allclose(capped[pooling], loose[pooling], atol=ATOL)
+
+
+def _with_nan_token(tmp_path, word="boring"):
+    """A tiny llama whose embedding row for ``word`` is NaN: texts containing it give NaN from layer 0 on."""
+    spec = testing.tiny_spec(tmp_path / "nan", arch="llama", key="tiny-nan")
+    loaded = models.load(spec, device="cpu")
+    with torch.no_grad():
+        loaded.model.get_input_embeddings().weight[loaded.tokenizer.convert_tokens_to_ids(word)] = float("nan")
+    return loaded
+
+
+def test_nan_from_the_model_names_model_layer_and_text(tmp_path):
+    loaded = _with_nan_token(tmp_path)
+    texts = ["the movie was good", "fun", "the plot was boring", "great film", "boring"]
+    for token_budget in (10_000, 4):  # one batch, or one text per batch: the same text is named
+        with pytest.raises(ValueError) as info:
+            extract.extract_texts(loaded, texts, _cfg(token_budget=token_budget), progress=False)
+        msg = str(info.value)
+        assert "model 'tiny-nan'" in msg and "layer 0" in msg and "text 2 ('the plot was boring'" in msg
+        assert "float32" in msg and "\n" not in msg
+    ok = extract.extract_texts(loaded, ["the movie was good", "fun"], _cfg(), progress=False)
+    assert np.isfinite(ok["mean"]).all()
+
+
+def test_activations_beyond_float16_range_are_extracted_finite(tmp_path):
+    spec = testing.tiny_spec(tmp_path / "big", arch="llama")
+    loaded = models.load(spec, device="cpu")
+    reference = extract.extract_texts(loaded, TEXTS, _cfg(), progress=False)
+    with torch.no_grad():
+        loaded.model.get_input_embeddings().weight.mul_(1e7)
+    big = extract.extract_texts(loaded, TEXTS, _cfg(), progress=False)
+    for pooling in ("mean", "last", "mean_pad"):
+        assert np.isfinite(big[pooling]).all()
+    assert np.abs(big["mean"][:, :-1]).max() > 1e5  # the residual stream, before the final norm
+    assert not np.allclose(big["mean"], reference["mean"])
+
+
+def test_progress_goes_to_the_side_file_not_the_output(tiny, tmp_path, monkeypatch, capfd):
+    """With ``$LAYERFUSION_PROGRESS_FILE`` set (``layerfusion report`` sets it for the kernels), the bar, with
+    texts/s and an ETA, goes to that file even with progress=False, and nothing reaches the output."""
+    side = tmp_path / "progress.txt"
+    monkeypatch.setenv(extract.PROGRESS_FILE_ENV, str(side))
+    extract.extract_texts(tiny["llama"][0], TEXTS, _cfg(), progress=False)
+    text = side.read_text()
+    assert "extract tiny-llama-right" in text and f"{len(TEXTS)}/{len(TEXTS)}" in text
+    assert "text/s" in text and "<" in text  # the rate and elapsed<remaining
+    out, err = capfd.readouterr()
+    assert "extract tiny" not in out + err
+    monkeypatch.delenv(extract.PROGRESS_FILE_ENV)
+    extract.extract_texts(tiny["llama"][0], TEXTS, _cfg(), progress=False)
+    assert side.read_text() == text

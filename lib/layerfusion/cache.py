@@ -1,19 +1,44 @@
-"""Content-addressed, crash-safe store of extracted embeddings.
+"""Content-addressed, crash-safe store of extracted embeddings that never loses range silently.
 
 An entry's key is the sha256 of the model (key, hf_id, weight fingerprint, dtype), the extraction settings that
 change the vectors (max_length, poolings, kept layers, shard_size) and the dataset fingerprint. Batching settings
 (token budget, batch size, device, early stop) are left out: the vectors do not depend on them (tested).
 
-An entry is a folder with float16 ``.npy`` shards (``shard_size`` texts each, in input order, every pooling and
-layer: shape (n_poolings, rows, n_layers, d)) and a ``manifest.json`` (config, provenance, per-shard sha256 and
+An entry is a folder with ``.npy`` shards (``shard_size`` texts each, in input order, every pooling and layer:
+shape (n_poolings, rows, n_layers, d)) and a ``manifest.json`` (config, provenance, per-shard sha256, dtype and
 n_truncated, creation time). Every file is written to a temp file and moved into place with ``os.replace``, shard
 first and manifest second, so a run killed at any point leaves only finished, recorded shards; the next run resumes
-from them. A shard whose sha256, shape or dtype does not match the manifest is rebuilt with a warning.
+from them. A shard whose sha256, shape or dtype does not match the manifest is rebuilt with a warning; so is a
+manifest that cannot be parsed or does not describe this entry.
+
+Storage dtype, decided per shard by ``CacheEntry.store_shard`` (``write_shard``'s first half) from the float32
+vectors it is given:
+
+- float16 (half the disk and memory) when every value is finite, within float16's range (``|x| <= 65504``) and
+  the float16 round trip keeps each value within float16's relative precision (2**-11) of its vector's largest
+  value, which fails only for vectors whose largest value is below float16's normal range (2**-14);
+- float32 otherwise, which is lossless for what the engine computes (it pools in float32). Models with "massive
+  activations" (Gemma-2-2B, some 7B models) put a few coordinates of the residual stream past 65,504, so their
+  shards are stored here instead of turning into ``inf``.
+
+The shard's dtype is recorded in the manifest and ``read_shard`` returns each shard in its stored dtype, so an
+entry's assembled vectors are float16 when all its shards are float16 and float32 otherwise. Why not the
+alternatives: bfloat16 keeps the range but only 8 significant bits (up to 0.4 % error on every value, also in the
+layers float16 stores well), and numpy has no bfloat16 ``.npy`` type; a per-layer scale would keep float16's
+precision, but then the stored numbers are not the vectors: every reader (the probes' float16 path, diagnostics,
+``np.load`` by a user) must apply the scales, shards written at different times need different scales, and a reader
+that forgets one is silently wrong. float32 for just the affected shards keeps "what is on disk is the vector" and
+costs disk only where float16 would lose data.
+
+A shard holding NaN or inf is never written (``store_shard`` raises; ``extract.extract_texts`` names the model,
+layer and text first). Caches written before this check stored float16 without looking: a recorded float16 shard
+that reads back with inf/NaN (an overflow of that time) is rebuilt with a warning that says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -32,6 +57,67 @@ from layerfusion.provenance import git_info
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+"""65504: the largest finite float16; a shard with any larger magnitude is stored as float32."""
+STORED_DTYPES = ("float16", "float32")
+_CHECK_ROWS = 256
+"""Texts per chunk when a shard is checked and converted, so the temporaries stay small beside the shard."""
+_WRITE_REASONS = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "the disk quota is exceeded",
+                  errno.EROFS: "the file system is read-only", errno.EACCES: "the folder is not writable",
+                  errno.EPERM: "the folder is not writable"}
+
+
+class NonFiniteError(ValueError):
+    """A NaN or inf where only finite vectors may go; ``index`` and ``value`` locate the first one."""
+
+    def __init__(self, index: tuple[int, ...], value: float) -> None:
+        super().__init__(f"non-finite value {value} at index {index}")
+        self.index = index
+        self.value = value
+
+
+def first_nonfinite(array: np.ndarray) -> tuple[int, ...] | None:
+    """Index of the first NaN or inf in ``array`` (C order), or None when every value is finite."""
+    bad = ~np.isfinite(array)
+    return tuple(int(k) for k in np.argwhere(bad)[0]) if bad.any() else None
+
+
+def as_stored(array: np.ndarray) -> np.ndarray:
+    """``array`` (float, shape (n_poolings, rows, ..., d)) in the dtype the cache stores it in: float16 when that
+    keeps every value within float16's precision of its vector's largest value, else float32 (module docstring).
+
+    Raises ``NonFiniteError`` (a ValueError) at the first NaN or inf: a non-finite value is never stored.
+    """
+    values = np.asarray(array)
+    if values.ndim < 2:
+        raise ValueError(f"a shard has shape (n_poolings, rows, ..., d); got shape {values.shape}")
+    half = np.empty(values.shape, dtype=np.float16)
+    fits = True
+    for start in range(0, values.shape[1], _CHECK_ROWS):
+        chunk = np.asarray(values[:, start:start + _CHECK_ROWS], dtype=np.float32)
+        where = first_nonfinite(chunk)
+        if where is not None:
+            raise NonFiniteError((where[0], where[1] + start, *where[2:]), float(chunk[where]))
+        if not fits:
+            continue
+        scale = np.abs(chunk).max(axis=-1, keepdims=True)
+        if scale.size and scale.max() > FLOAT16_MAX:
+            fits = False
+            continue
+        rounded = chunk.astype(np.float16)
+        if (np.abs(rounded.astype(np.float32) - chunk) > 2.0 ** -11 * scale).any():
+            fits = False
+            continue
+        half[:, start:start + _CHECK_ROWS] = rounded
+    return half if fits else np.ascontiguousarray(values, dtype=np.float32)
+
+
+def write_error(err: OSError, folder: Path) -> OSError:
+    """A one-line error of the same type for a failed cache write: where, why and what to do."""
+    reason = _WRITE_REASONS.get(err.errno, err.strerror or str(err))
+    return type(err)(err.errno, f"cannot write the embedding cache at {folder}: {reason}; finished shards are "
+                                "kept and the next run resumes from them. Free space or make the folder writable, "
+                                "or point cache_dir (or $LAYERFUSION_CACHE_DIR) at another disk")
 
 
 def cache_key(model: dict[str, Any], settings: dict[str, Any], dataset_fingerprint: str) -> str:
@@ -121,8 +207,12 @@ class CacheEntry:
     @contextlib.contextmanager
     def locked(self) -> Iterator["CacheEntry"]:
         """Hold an exclusive lock on the entry (one writer at a time), clear dead temp files, load the manifest."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with locked(self.path / ".lock"):
+        with contextlib.ExitStack() as stack:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(locked(self.path / ".lock"))
+            except OSError as err:
+                raise write_error(err, self.path) from err
             remove_temp_files(self.path)
             self._load_manifest()
             yield self
@@ -136,21 +226,46 @@ class CacheEntry:
         path = self.path / MANIFEST
         if path.is_file():
             try:
-                manifest = json.loads(path.read_text())
+                manifest = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as err:
-                warnings.warn(f"cache manifest {path} is unreadable ({err}); rebuilding the entry", stacklevel=3)
-                manifest = None
-            if manifest is not None and manifest.get("key") == self.key and manifest.get("n") == self.n:
+                reason: str | None = f"is unreadable ({err})"
+            else:
+                reason = self._manifest_problem(manifest)
+            if reason is None:
                 self.manifest = manifest
                 return
-            if manifest is not None:
-                warnings.warn(f"cache manifest {path} belongs to another key or size; rebuilding the entry",
-                              stacklevel=3)
+            warnings.warn(f"cache manifest {path} {reason}; rebuilding the entry (its shards are not used)",
+                          stacklevel=3)
         self.manifest = self._fresh_manifest()
         self._save_manifest()
 
+    def _manifest_problem(self, manifest: Any) -> str | None:
+        """Why a parsed manifest cannot be trusted for this entry (None when it can): every field read is checked."""
+        if not isinstance(manifest, dict):
+            return f"is not a JSON object but {type(manifest).__name__}"
+        if manifest.get("key") != self.key or manifest.get("n") != self.n:
+            return "belongs to another key or size"
+        expected = {"format": FORMAT_VERSION, "shard_size": self.shard_size, "n_shards": self.n_shards,
+                    "shape_per_text": list(self.shape)}
+        wrong = [k for k, v in expected.items() if manifest.get(k) != v]
+        shards = manifest.get("shards")
+        if wrong or not isinstance(shards, dict) or not isinstance(manifest.get("runs", []), list):
+            return f"has wrong or missing fields {wrong or ['shards/runs']}"
+        for name, info in shards.items():
+            i = int(name) if name.isdigit() else -1
+            if not 0 <= i < self.n_shards or not isinstance(info, dict) \
+                    or not isinstance(info.get("sha256"), str) or len(info["sha256"]) != 64 \
+                    or info.get("rows") != [self.rows(i).start, self.rows(i).stop] \
+                    or info.get("dtype", "float16") not in STORED_DTYPES \
+                    or not isinstance(info.get("n_truncated"), int):
+                return f"has a malformed record for shard {name!r}"
+        return None
+
     def _save_manifest(self) -> None:
-        atomic_write_bytes(self.path / MANIFEST, json.dumps(self.manifest, indent=1, default=str).encode())
+        try:
+            atomic_write_bytes(self.path / MANIFEST, json.dumps(self.manifest, indent=1, default=str).encode())
+        except OSError as err:
+            raise write_error(err, self.path) from err
 
     def _drop(self, i: int, reason: str | None) -> None:
         if reason:
@@ -161,10 +276,11 @@ class CacheEntry:
             self._save_manifest()
 
     def read_shard(self, i: int) -> np.ndarray | None:
-        """Shard ``i`` as float16 (n_poolings, rows, n_layers, d) if recorded and intact, else None (to rebuild).
+        """Shard ``i`` (n_poolings, rows, n_layers, d) in its stored dtype if recorded and intact, else None.
 
-        A recorded shard with a wrong sha256, shape or dtype, or a recorded shard whose file is gone, is dropped
-        with a warning; an unrecorded file (a run killed between shard and manifest) is dropped silently.
+        None means "rebuild it": a recorded shard with a wrong sha256, shape or dtype, a recorded shard whose file is
+        gone, or a float16 shard holding inf/NaN (written before the range check) is dropped with a warning; an
+        unrecorded file (a run killed between shard and manifest) is dropped silently.
         """
         info = self.manifest["shards"].get(str(i))
         path = self.shard_path(i)
@@ -176,26 +292,34 @@ class CacheEntry:
             return None
         data = path.read_bytes()
         digest = sha256_bytes(data)
-        if digest != info.get("sha256"):
-            self._drop(i, f"is corrupt (sha256 {digest[:12]}..., manifest says {str(info.get('sha256'))[:12]}...)")
+        if digest != info["sha256"]:
+            self._drop(i, f"is corrupt (sha256 {digest[:12]}..., manifest says {info['sha256'][:12]}...)")
             return None
         try:
             array = np.load(io.BytesIO(data), allow_pickle=False)
         except ValueError as err:
             self._drop(i, f"cannot be read ({err})")
             return None
-        expected = (self.shape[0], len(self.rows(i)), *self.shape[1:])
-        if array.shape != expected or array.dtype != np.float16:
-            self._drop(i, f"has shape {array.shape} {array.dtype}, expected {expected} float16")
+        expected, dtype = (self.shape[0], len(self.rows(i)), *self.shape[1:]), info.get("dtype", "float16")
+        if array.shape != expected or array.dtype != np.dtype(dtype):
+            self._drop(i, f"has shape {array.shape} {array.dtype}, expected {expected} {dtype}")
+            return None
+        if first_nonfinite(array) is not None:
+            self._drop(i, f"holds inf or NaN: it was stored as {dtype} before the cache checked values, and "
+                          f"values beyond float16's range (|x| > {FLOAT16_MAX:.0f}) overflowed")
             return None
         return array
 
     def write_shard(self, i: int, array: np.ndarray, *, n_truncated: int, stats: dict[str, Any] | None = None
                     ) -> None:
-        """Store shard ``i`` (float16, shard file first, then the manifest that records its sha256).
+        """Store shard ``i`` (shard file first, then the manifest that records it).
 
-        ``stats`` (seconds, real_tokens, padded_tokens of the extraction that produced it) is kept with the shard so
-        the throughput of the run that filled the cache can be reported later.
+        ``array`` holds float32 vectors; the stored dtype is float16 where that loses nothing beyond float16's
+        precision, else float32 (module docstring), and is recorded in the manifest; ``read_shard`` returns it in
+        that dtype. A NaN or inf raises ValueError and nothing is written. ``stats`` (seconds, real_tokens,
+        padded_tokens of the extraction that produced it) is kept with the shard so the throughput of the run that
+        filled the cache can be reported later. A failed write (full disk, read-only folder) raises a one-line
+        ``OSError`` and leaves the shards already recorded as they were.
         """
         self.record_shard(i, self.store_shard(i, array, n_truncated=n_truncated, stats=stats))
 
@@ -204,23 +328,43 @@ class CacheEntry:
         """Write shard ``i``'s file atomically and return its manifest record, leaving the manifest alone.
 
         The first half of ``write_shard``, for workers of a distributed run: they write shards without the lock and
-        the process that holds it records them with ``record_shard`` (one manifest writer).
+        the process that holds it records them with ``record_shard`` (one manifest writer). The storage dtype is
+        decided here (see ``write_shard``) and is part of the record.
         """
         expected = (self.shape[0], len(self.rows(i)), *self.shape[1:])
-        if array.shape != expected:
-            raise ValueError(f"shard {i} has shape {array.shape}, expected {expected}")
+        if np.shape(array) != expected:
+            raise ValueError(f"shard {i} has shape {np.shape(array)}, expected {expected}")
+        try:
+            stored = as_stored(array)
+        except NonFiniteError as err:
+            pooling, row, column = err.index[:3]
+            raise ValueError(f"shard {i} of cache entry {self.path} is not written: it holds {err.value} (pooling "
+                             f"{self.meta['poolings'][pooling]!r}, layer {self.meta['layers'][column]}, text "
+                             f"{self.rows(i).start + row}); only finite vectors are cached, so check the model's "
+                             "output (extract.extract_texts names the model, layer and text)") from err
         buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(array, dtype=np.float16), allow_pickle=False)
+        np.save(buffer, stored, allow_pickle=False)
         data = buffer.getvalue()
-        atomic_write_bytes(self.shard_path(i), data)
-        return {"file": self.shard_path(i).name, "sha256": sha256_bytes(data),
+        try:
+            atomic_write_bytes(self.shard_path(i), data)
+        except OSError as err:
+            raise write_error(err, self.path) from err
+        return {"file": self.shard_path(i).name, "sha256": sha256_bytes(data), "dtype": str(stored.dtype),
                 "rows": [self.rows(i).start, self.rows(i).stop], "n_truncated": int(n_truncated),
                 "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **{k: float(v) for k, v in (stats or {}).items()}}
 
     def record_shard(self, i: int, record: dict[str, Any]) -> None:
-        """Record a shard written by ``store_shard`` in the manifest (the second half of ``write_shard``)."""
+        """Record a shard written by ``store_shard`` in the manifest (the second half of ``write_shard``).
+
+        If the manifest cannot be saved (full disk, read-only folder) the record is taken back, so the manifest in
+        memory and on disk agree; the unrecorded shard file is deleted and recomputed by the next run.
+        """
         self.manifest["shards"][str(i)] = record
-        self._save_manifest()
+        try:
+            self._save_manifest()
+        except OSError:
+            del self.manifest["shards"][str(i)]
+            raise
 
     def record_provenance(self, info: dict[str, Any]) -> None:
         """Append one run's provenance (a resumed entry lists every run that wrote shards)."""

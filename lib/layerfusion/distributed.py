@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from layerfusion import embeddings
+from layerfusion import embeddings, extract
 
 INSTALL_HINT = 'pip install "layerfusion[distributed]"'
 logger = logging.getLogger(__name__)
@@ -211,8 +211,6 @@ class RayExecutor:
     def run(self, plans: list[embeddings.EntryPlan], record: embeddings.ShardDone, *, progress: bool = True
             ) -> None:
         """Compute every missing shard of ``plans`` (one model) on an actor pool and hand each back to ``record``."""
-        from tqdm.auto import tqdm
-
         ray = self.connect()
         from ray.data import ActorPoolStrategy, DataContext
 
@@ -237,8 +235,8 @@ class RayExecutor:
                 setattr(context, name, value)
         done = 0
         total = sum(len(p.entry.rows(i)) for p in plans for i in p.missing)
-        with tqdm(total=total, desc=f"embed {plans[0].spec.key} on Ray ({min(res.workers, len(rows))} workers)",
-                  unit="text", disable=not progress) as bar:
+        with extract.progress_bar(total, f"embed {plans[0].spec.key} on Ray ({min(res.workers, len(rows))} workers)",
+                                  progress) as bar:
             try:
                 for row in dataset.iter_rows():
                     k, i = int(row["job"]), int(row["shard"])

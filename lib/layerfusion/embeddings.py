@@ -36,7 +36,10 @@ ShardDone = Callable[[int, int, dict[str, Any], dict[str, Any]], None]
 
 @dataclass
 class LayerEmbeddings:
-    """Pooled vectors of one model on one dataset split: pooling -> float16 (n, n_layers_kept, d)."""
+    """Pooled vectors of one model on one dataset split: pooling -> (n, n_layers_kept, d) array.
+
+    float16, or float32 when some cache shard needed float32 to keep its values (``layerfusion.cache``).
+    """
 
     vectors: dict[str, np.ndarray]
     layers: tuple[int, ...]
@@ -224,8 +227,6 @@ def run_provenance(loaded: Any, plan: EntryPlan, **extra: Any) -> dict[str, Any]
 def _compute_here(plans: list[EntryPlan], record: ShardDone, loaded: Any, loader: Callable[[], Any] | None,
                   progress: bool) -> None:
     """The in-process executor: load the model once (unless given), then every missing shard in order."""
-    from tqdm.auto import tqdm
-
     from layerfusion import models
 
     first = plans[0]
@@ -237,7 +238,7 @@ def _compute_here(plans: list[EntryPlan], record: ShardDone, loaded: Any, loader
     total = sum(len(p.entry.rows(i)) for p in plans for i in p.missing)
     where = " ".join(str(x) for x in (first.dataset["name"], first.dataset["split"]) if x)
     desc = f"embed {first.spec.key} {where}".rstrip() if len(plans) == 1 else f"embed {first.spec.key} x{len(plans)}"
-    with tqdm(total=total, desc=desc, unit="text", disable=not progress) as bar:
+    with extract.progress_bar(total, desc, progress) as bar:
         for k, p in enumerate(plans):
             provenance = run_provenance(loaded, p)
             for i in p.missing:

@@ -4,9 +4,11 @@
 budget (padded tokens = batch size x longest), runs the ``AutoModel`` under ``torch.inference_mode``, pools every
 kept layer as soon as the layer has run (so only one batch's token states of one layer are alive at a time), stops
 after the deepest requested layer, and restores the input order. On out-of-memory it halves the batch and retries.
+A model that produces NaN or inf fails at once, naming the model, the layer and the text.
 
 ``embed`` and ``LayerEmbeddings``, the cached one-call API the notebooks use, live in ``layerfusion.embeddings`` and
-stay importable from here.
+stay importable from here. Progress (texts/s, ETA) goes to the output, or to the file ``$LAYERFUSION_PROGRESS_FILE``
+names (``progress_bar``).
 
 Hidden-state indices follow ``output_hidden_states``: 0 is the embedding layer (the input of block 0), i is the
 output of block i, and the last index L is ``last_hidden_state`` (after the final norm in Llama-family models).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -28,6 +31,9 @@ from layerfusion.models.spec import format_texts
 from layerfusion.checks import texts as check_texts
 
 logger = logging.getLogger(__name__)
+
+PROGRESS_FILE_ENV = "LAYERFUSION_PROGRESS_FILE"
+"""Names a file that extraction progress bars append to instead of the output (see ``progress_bar``)."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,42 @@ def _pad(ids: list[list[int]], pad_id: int, side: str) -> tuple[np.ndarray, np.n
 
 
 # --- the forward pass with layer taps ----------------------------------------------------------------------------
+
+
+class _AppendToFile:
+    """A write-only text sink that appends every write to ``path`` (opened per write: nothing stays open, and a
+    reader can follow the file while the writer runs)."""
+
+    encoding = "utf-8"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def write(self, text: str) -> int:
+        with open(self.path, "a", encoding=self.encoding) as fh:
+            return fh.write(text)
+
+    def flush(self) -> None:
+        """Nothing to flush: every write is closed at once."""
+
+
+def progress_bar(total: int, desc: str, progress: bool = True) -> Any:
+    """A tqdm bar over ``total`` texts that shows texts/s and an ETA.
+
+    When ``$LAYERFUSION_PROGRESS_FILE`` names a file, the bar is appended there whatever ``progress`` and
+    ``TQDM_DISABLE`` say, and nothing goes to the output: ``layerfusion report`` sets it for the notebook kernels
+    and copies the file to the terminal, so a long extraction shows progress while the executed notebooks (the
+    book) stay clean. Otherwise this is the usual ``tqdm.auto`` bar, shown when ``progress``.
+    """
+    side = os.environ.get(PROGRESS_FILE_ENV)
+    if side:
+        from tqdm import tqdm as plain_tqdm
+
+        return plain_tqdm(total=total, desc=desc, unit="text", file=_AppendToFile(side), disable=False,
+                          mininterval=1.0, ncols=100)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="text", disable=not progress)
 
 
 class _StopForward(Exception):
@@ -287,7 +329,6 @@ def extract_texts(loaded: Any, texts: Sequence[str], config: ExtractionConfig, p
     ``padded_tokens``, ``seconds`` and ``layers``.
     """
     import torch
-    from tqdm.auto import tqdm
 
     texts = check_texts(texts)
     texts = format_texts(loaded.spec, texts, loaded.tokenizer)  # the model's text prefix / template, if any
@@ -301,8 +342,7 @@ def extract_texts(loaded: Any, texts: Sequence[str], config: ExtractionConfig, p
     side = getattr(tok, "padding_side", "right")
     own_bar = bar is None
     if own_bar:
-        bar = tqdm(total=len(texts), desc=f"extract {getattr(loaded.spec, 'key', '')}".strip(), unit="text",
-                   disable=not progress)
+        bar = progress_bar(len(texts), f"extract {getattr(loaded.spec, 'key', '')}".strip(), progress)
     order = np.argsort(-lengths, kind="stable")
     budget, pos, padded, n_batches, real_done = int(config.token_budget), 0, 0, 0, 0
     start = time.perf_counter()
@@ -323,8 +363,10 @@ def extract_texts(loaded: Any, texts: Sequence[str], config: ExtractionConfig, p
                     logger.warning("out of memory on a batch of %d texts; retrying with token budget %d",
                                    len(batch), budget)
                     continue
+                pooled = {name: values.cpu().numpy() for name, values in pooled.items()}
+                _check_finite(loaded, pooled, batch, layers, texts)
                 for name, values in pooled.items():
-                    out[name][batch] = values.cpu().numpy()
+                    out[name][batch] = values
                 pos += len(batch)
                 n_batches += 1
                 padded += len(batch) * int(lengths[batch[0]])
@@ -337,6 +379,30 @@ def extract_texts(loaded: Any, texts: Sequence[str], config: ExtractionConfig, p
             bar.close()
     return Extraction(out, layers=layers, truncated=truncated, real_tokens=int(lengths.sum()),
                       padded_tokens=padded, seconds=time.perf_counter() - start, n_batches=n_batches)
+
+
+def _check_finite(loaded: Any, pooled: dict[str, np.ndarray], batch: np.ndarray, layers: tuple[int, ...],
+                  texts: list[str]) -> None:
+    """Raise ValueError naming the model, the hidden-state layer and the text where the model produced NaN or inf.
+
+    Checked per batch on the pooled vectors (what would be stored), so a model that overflows its dtype fails at
+    once instead of filling the cache with NaN; the first affected text (input order) and its shallowest bad layer
+    are named.
+    """
+    bad = np.zeros((len(batch), len(layers)), dtype=bool)
+    for values in pooled.values():
+        bad |= ~np.isfinite(values).all(axis=-1)
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad.any(axis=1))
+    row = rows[np.argmin(batch[rows])]
+    text, layer = int(batch[row]), layers[int(np.argmax(bad[row]))]
+    dtype = str(getattr(loaded, "dtype", "?")).replace("torch.", "")
+    advice = ("load it in float32 (ExtractionConfig(dtype='float32') or models.load(..., dtype='float32'))"
+              if dtype != "float32" else "check its weights and this input; float32 did not help")
+    raise ValueError(f"model {getattr(loaded.spec, 'key', '?')!r} produced NaN/inf at hidden-state layer {layer} "
+                     f"for text {text} ({texts[text][:40]!r}; {len(rows)} of the {len(batch)} texts in its batch "
+                     f"affected) running in {dtype}; {advice}")
 
 
 def _run_batch(taps: _Taps, loaded: Any, ids: list[list[int]], side: str, accepted: set[str]) -> dict[str, Any]:

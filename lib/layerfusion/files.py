@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ TMP_MARK = ".tmp-"
 """Every temp file name contains this, so a later run can sweep what a killed one left (``remove_temp_files``)."""
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
+RACY_SECONDS = 2.0
+"""Files younger than this are never memoised by ``sha256_file`` (their mtime may not yet tell rewrites apart)."""
 
 
 def temp_path(path: str | os.PathLike) -> Path:
@@ -89,13 +92,21 @@ def sha256_files(paths: list[str | os.PathLike] | tuple[str | os.PathLike, ...])
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of one file, memoised per (path, size, mtime) for the life of the process."""
+    """Hex sha256 of one file, memoised per (path, size, mtime) for the life of the process.
+
+    A file modified in the last ``RACY_SECONDS`` is hashed afresh on every call and not memoised: file systems
+    stamp mtimes with a coarse clock, so a same-size rewrite moments later can keep the same (size, mtime) and would
+    otherwise return the old hash (git's "racily clean" problem; it made hash checks depend on test timing).
+    """
     p = Path(path).resolve()
     stat = p.stat()
     key = (str(p), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASH_CACHE:
-        _HASH_CACHE[key] = sha256_files([p])
-    return _HASH_CACHE[key]
+    if key in _HASH_CACHE:
+        return _HASH_CACHE[key]
+    digest = sha256_files([p])
+    if time.time_ns() - stat.st_mtime_ns > RACY_SECONDS * 1e9:
+        _HASH_CACHE[key] = digest
+    return digest
 
 
 @contextlib.contextmanager

@@ -75,8 +75,9 @@ def tiny_model_dir(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tok = _tokenizer(padding_side, add_bos=arch in ("llama", "gemma3"))
-    torch.manual_seed(seed)
-    model = AutoModel.from_config(_config(arch, len(tok), n_layers, hidden))
+    with torch.random.fork_rng(devices=[]):  # seeded weights without moving the caller's global RNG
+        torch.manual_seed(seed)
+        model = AutoModel.from_config(_config(arch, len(tok), n_layers, hidden))
     model.save_pretrained(path)
     tok.save_pretrained(path)
     (path / "tiny.json").write_text(json.dumps({"arch": arch, "padding_side": padding_side,

@@ -135,8 +135,9 @@ def load(source: str | os.PathLike | DatasetDict, data_dir: str | os.PathLike | 
     1. validation is carved from train, stratified (see ``carve_validation``), unless the source has its own;
        ``validation_size`` is a fraction of train (float) or a row count (int); 0 leaves validation empty;
     2. ``max_train`` / ``max_validation`` / ``max_test`` then subsample each split, stratified, keeping one row of
-       every class present when the budget allows (see ``subsample``). Each stage and split has its own random
-       stream, so e.g. the test subsample does not depend on ``validation_size``.
+       every class present (see ``subsample``); a budget smaller than the number of classes present in the split is
+       an error, since it would leave a class without a row. Each stage and split has its own random stream, so
+       e.g. the test subsample does not depend on ``validation_size``.
 
     Rows keep source order (``idx`` is the 0-based row of the split's file; carved validation rows index the train
     file; for one file split by ``test_size``, every ``idx`` indexes that file). Texts are verbatim (trailing spaces
@@ -156,8 +157,13 @@ def load(source: str | os.PathLike | DatasetDict, data_dir: str | os.PathLike | 
     out = {}
     for stream, split in enumerate(SPLITS, start=1):
         texts, y, idx = raw[split]
-        pos = positions[split]
-        pos = pos[subsample(y[pos], limits[split], len(names), seed, stream=stream)]
+        whole = positions[split]
+        pos = whole[subsample(y[whole], limits[split], len(names), seed, stream=stream)]
+        lost = sorted(set(y[whole].tolist()) - set(y[pos].tolist()))
+        if lost:
+            present = len(set(y[whole].tolist()))
+            raise ValueError(f"max_{split}={limits[split]} leaves {len(lost)} of the {present} classes of the {split} "
+                             f"split without a row (e.g. {names[lost[0]]!r}); pass max_{split} >= {present} or None")
         out[split] = Dataset.from_dict({"text": [texts[i] for i in pos], "label": y[pos].tolist(),
                                         "idx": idx[pos].astype(np.int64).tolist()}, features=features)
     return DatasetDict(out)

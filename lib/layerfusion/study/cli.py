@@ -3,13 +3,50 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 
 PROFILE_HELP = "a profile name in params/ (ci, default, paper) or the path of a profile YAML file"
+
+
+def _pooling(name: str) -> str:
+    """argparse type of ``--pooling``: a known pooling, else a usage error listing them."""
+    from layerfusion.pooling import POOLINGS
+
+    if name not in POOLINGS:
+        raise argparse.ArgumentTypeError(f"unknown pooling {name!r}; choose from {', '.join(POOLINGS)}")
+    return name
+
+
+def _dtype(name: str) -> str:
+    """argparse type of ``--dtype``: a dtype ``models.resolve_dtype`` knows, else a usage error listing them."""
+    from layerfusion import models
+
+    try:
+        models.resolve_dtype(name, "cpu")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+    return name
+
+
+def _device(name: str) -> str:
+    """argparse type of ``--device``: a torch device string, else a usage error."""
+    import torch
+
+    try:
+        torch.device(name)
+    except RuntimeError as err:
+        raise argparse.ArgumentTypeError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from err
+    return name
 
 
 def _study(args: argparse.Namespace):
@@ -124,16 +161,59 @@ def cmd_report(args: argparse.Namespace) -> int:
     StudyConfig.from_profile(profile)
     out_dir = Path(args.out_dir or root / "book" / "executed")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in names:
+    for number, name in enumerate(names, start=1):
         start = time.perf_counter()
-        print(f"[{name}] executing with profile {args.profile} ...", flush=True)
+        print(f"[{number}/{len(names)} {name}] executing with profile {args.profile} ...", flush=True)
         out = out_dir / f"{name}.ipynb"
-        pm.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(out),
-                            parameters={"profile": profile}, cwd=str(root / "notebooks"),
-                            progress_bar=False, kernel_name="python3")
+        with progress_from_kernel(sys.stderr):
+            pm.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(out),
+                                parameters={"profile": profile}, cwd=str(root / "notebooks"),
+                                progress_bar=False, kernel_name="python3")
         hide_injected_parameters(out)
-        print(f"[{name}] done in {time.perf_counter() - start:.0f} s", flush=True)
+        print(f"[{number}/{len(names)} {name}] done in {time.perf_counter() - start:.0f} s", flush=True)
     return 0
+
+
+@contextlib.contextmanager
+def progress_from_kernel(stream: TextIO) -> Iterator[Path]:
+    """While the block runs, let notebook kernels started in it write extraction progress bars to a side file
+    (``extract.PROGRESS_FILE_ENV``, inherited through the environment) and copy that file to ``stream``.
+
+    The terminal then shows a live bar with texts/s and an ETA during a long extraction, while the executed notebook,
+    which becomes the book, holds no progress output. Yields the side file's path.
+    """
+    from layerfusion.extract import PROGRESS_FILE_ENV
+
+    stop = threading.Event()
+
+    def follow(path: Path) -> None:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            while True:
+                chunk = fh.read()
+                if chunk:
+                    stream.write(chunk)
+                    stream.flush()
+                elif stop.is_set():
+                    return
+                else:
+                    stop.wait(0.2)
+
+    previous = os.environ.get(PROGRESS_FILE_ENV)
+    with tempfile.TemporaryDirectory(prefix="layerfusion-progress-") as folder:
+        path = Path(folder) / "progress.txt"
+        path.touch()
+        os.environ[PROGRESS_FILE_ENV] = str(path)
+        thread = threading.Thread(target=follow, args=(path,), name="progress-follower", daemon=True)
+        thread.start()
+        try:
+            yield path
+        finally:
+            stop.set()
+            thread.join()
+            if previous is None:
+                os.environ.pop(PROGRESS_FILE_ENV, None)
+            else:
+                os.environ[PROGRESS_FILE_ENV] = previous
 
 
 def hide_injected_parameters(path: Path) -> None:
@@ -166,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "e.g. 'query: ')")
             p.add_argument("--template", default=None, help="instruction template holding {text}, or 'chat' for "
                            "the tokenizer's chat template (hub ids and paths)")
-            p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
-            p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: auto)")
+            p.add_argument("--device", default=None, type=_device, help="cpu, cuda, cuda:1 ... (default: auto)")
+            p.add_argument("--dtype", default=None, type=_dtype, help="float32, bfloat16, float16 (default: auto)")
             p.add_argument("--out", default=None, help="also write the table as CSV here")
 
     p = sub.add_parser("extract", help="extract pooled vectors of every layer into the cache")
@@ -178,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_extract)
     p = sub.add_parser("probe", help="probe every layer, select on validation, report test once")
     common(p)
-    p.add_argument("--pooling", action="append", help="mean, last, mean_pad (repeatable)")
+    p.add_argument("--pooling", action="append", type=_pooling, help="mean, last, mean_pad (repeatable)")
     p.set_defaults(func=cmd_probe)
     p = sub.add_parser("fuse", help="fuse models at their validation-best layers")
     common(p)
@@ -206,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"layerfusion: error: {message}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full or read-only disk: not a usage error, but no traceback either
+        print(f"layerfusion: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
