@@ -116,7 +116,7 @@ def fusion_gains(comparisons: pd.DataFrame):
     combos = list(dict.fromkeys(table.sort_values(["k", "combo"])["combo"]))
     largest = float(np.nanmax(np.abs(table["points"])))
     limit = min(max(largest, 1.0), 10.0)
-    fig, axes = _panels(len(datasets), ncols=2, height=0.27 * len(combos) + 1.2, width=3.9)
+    fig, axes = _panels(len(datasets), ncols=2, height=max(2.2, 0.27 * len(combos) + 1.2), width=3.9)
     for i, (ax, dataset) in enumerate(zip(axes, datasets)):
         df = table[table["dataset"] == dataset]
         grid = df.pivot_table(index="combo", columns="operator", values="points").reindex(index=combos,
@@ -195,6 +195,7 @@ def robustness(per_layer: pd.DataFrame, fused: pd.DataFrame):
             ax.scatter(i + rng.uniform(-0.2, 0.2, len(sub)), change, s=10, alpha=0.6, lw=0)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(range(len(datasets)), datasets, fontsize=8)
+        ax.set_xlim(-0.6, len(datasets) - 0.4)
         ax.set_title(f"{title}: perturbed − original", fontsize=9)
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("change (points)", fontsize=8)
