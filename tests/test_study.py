@@ -10,7 +10,6 @@ import pytest
 
 from layerfusion.study import claims, cli, report
 from layerfusion.study.chapters import extraction
-from layerfusion.study.chapters import fusion as fusion_analysis
 from layerfusion.study.chapters import layer_analysis
 from layerfusion.study.chapters import overhead as overhead_analysis
 from layerfusion.study import StudyConfig
@@ -70,34 +69,6 @@ def test_layer_prose_and_claim_quote_the_same_numbers():
     assert claims.layer_facts(summary, "last")["n_not_last"] == 0
 
 
-def test_stability_claim_rules():
-    stab = pd.DataFrame({"dataset": ["a", "a", "b", "b"], "k": [2, 3, 2, 3],
-                         "seed_std_mean": [0.02, 0.01, 0.02, 0.03], "range": [0.05, 0.06, 0.05, 0.06]})
-    assert claims.stability_claim(stab)["verdict"] == "partly supported"
-    stab["seed_std_mean"] = [0.02, 0.01, 0.03, 0.01]
-    stab["range"] = [0.05, 0.02, 0.05, 0.01]
-    row = claims.stability_claim(stab)
-    assert row["verdict"] == "supported" and "narrower on 2/2" in row["evidence"]
-    stab["seed_std_mean"] = [0.01, 0.02, 0.01, 0.03]
-    stab["range"] = [0.01, 0.02, 0.01, 0.03]
-    assert claims.stability_claim(stab)["verdict"] == "not supported"
-    stab["seed_std_mean"] = [0.01, 0.02, 0.01, 0.03]
-    stab["range"] = [0.05, 0.02, 0.05, 0.01]
-    assert claims.stability_claim(stab)["verdict"] == "partly supported"
-
-
-def test_fusion_claim_needs_significance_and_complementarity():
-    comp = pd.DataFrame({"dataset": ["a", "b"], "operator": "concat", "gain": [0.05, 0.01],
-                         "p_holm": [0.001, 0.6]})
-    compl = pd.DataFrame({"kappa": [0.9, 0.7, 0.5, 0.3, 0.1], "gain_over_better": [0.0, 0.01, 0.02, 0.03, 0.05]})
-    assert claims.fusion_claim(comp, compl)["verdict"] == "supported"
-    compl["gain_over_better"] = compl["gain_over_better"][::-1].to_numpy()
-    assert claims.fusion_claim(comp, compl)["verdict"] == "partly supported"
-    comp["p_holm"] = 0.9
-    comp["gain"] = -0.01
-    assert claims.fusion_claim(comp, compl)["verdict"] == "not supported"
-
-
 def test_overhead_claim_reads_slopes():
     scaling = pd.DataFrame({"vary": ["layers"] * 3 + ["models"] * 2, "value": [1, 5, 9, 1, 2],
                             "seconds": [1.0, 2.0, 3.0, 10.0, 20.0]})
@@ -125,22 +96,6 @@ def test_layer_summary_from_arrays_picks_validation_best_and_tests_last():
     facts = layer_analysis.headline(pd.DataFrame([{**row, "p_best_vs_last_holm": 0.001}]), "mean")
     assert facts == {"n_cells": 1, "n_not_last": 1, "n_significant": 1, "median_best_rel_depth": 0.5,
                      "max_depth_range_across_datasets": 0.0, "n_models": 1, "n_models_depth_varies": 0}
-
-
-def test_fusion_stability_and_correlation_tables():
-    runs = pd.DataFrame({
-        "dataset": "d", "operator": "concat",
-        "models": [["a", "b"]] * 3 + [["a", "c"]] * 3 + [["a", "b", "c"]] * 3,
-        "k": [2] * 6 + [3] * 3, "seed": [0, 1, 2] * 3,
-        "test_accuracy": [0.80, 0.82, 0.84, 0.70, 0.72, 0.74, 0.85, 0.85, 0.86]})
-    stab = fusion_analysis.stability(runs).set_index("k")
-    assert stab.loc[2, "n_combos"] == 2 and stab.loc[3, "n_combos"] == 1
-    assert stab.loc[2, "range"] == pytest.approx(0.10)
-    assert stab.loc[3, "seed_std_mean"] < stab.loc[2, "seed_std_mean"]
-    compl = pd.DataFrame({"kappa": [0.1, 0.5, 0.9], "cka": [0.2, 0.5, 0.8], "overlap_jaccard": [0.1, 0.4, 0.8],
-                          "overlap_oracle_accuracy": [0.95, 0.9, 0.85], "gain_over_better": [0.03, 0.01, -0.01]})
-    corr = fusion_analysis.complementarity_correlation(compl).set_index("diagnostic")
-    assert corr.loc["kappa", "spearman_vs_gain"] == pytest.approx(-1.0)
 
 
 def test_accuracy_vs_cost_sums_the_models_fused():

@@ -11,6 +11,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from layerfusion.study import fusion_stats
+
 ALPHA = 0.05
 Loader = Callable[[str], pd.DataFrame]
 
@@ -59,67 +61,108 @@ def layer_claim(summary: pd.DataFrame, pooling: str) -> dict[str, str]:
                 "Chapter 'Which layer?': layer curves, heatmap, best-vs-last table")
 
 
-def fusion_claim(comparisons: pd.DataFrame, complementarity: pd.DataFrame) -> dict[str, str]:
-    """Claim 2: fusing frozen models helps when they are complementary."""
-    concat = comparisons[comparisons["operator"] == "concat"]
-    sig = concat[(concat["p_holm"] < ALPHA) & (concat["gain"] > 0)]
-    n_ds = concat["dataset"].nunique()
-    ds_sig = sorted(sig["dataset"].unique())
-    rho, p = np.nan, np.nan
-    if len(complementarity) > 2 and complementarity["kappa"].nunique() > 1:
-        from scipy.stats import spearmanr
+# -- claims 2 and 3: the fusion chapter's tests (``layerfusion.study.fusion_stats``) ----------------------------------
+# ``_stand_in_verdict``, ``_stand_in_excluded`` and ``_stand_in_row`` stand in for the shared verdict rule and row
+# builder of the claims framework, with the same behaviour and row shape; replace them by those when both are merged.
 
-        rho, p = spearmanr(complementarity["kappa"], complementarity["gain_over_better"])
-    predicts = bool(np.isfinite(p) and p < ALPHA and rho < 0)
-    if ds_sig and predicts:
-        verdict = "supported"
-    elif ds_sig:
-        verdict = "partly supported"
-    elif (concat["gain"] > 0).mean() > 0.5:
-        verdict = "inconclusive"
-    else:
-        verdict = "not supported"
-    evidence = (f"a concatenation beats the validation-best single model significantly on {len(ds_sig)}/{n_ds} "
-                f"datasets ({', '.join(ds_sig) or 'none'}); {len(sig)}/{len(concat)} concatenations significant; "
-                f"median gain {concat['gain'].median() * 100:+.2f} points; Spearman(κ, gain) over "
-                f"{len(complementarity)} pairs = {rho:.2f} (p = {p:.2g})")
-    return _row("Fusing frozen models' embeddings helps when the models are complementary", verdict, evidence,
-                "Chapter 'Fusion': gains plot, complementarity scatter and correlation table")
+def _stand_in_excluded(low: float, high: float, mde: float, sign: int = 1) -> bool:
+    """Whether the data exclude a claimed effect (claimed sign ``sign``): its 95 % interval lies entirely on the
+    opposite side of zero, or within +-MDE of zero. False when the interval is not defined."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return False
+    lo, hi = sorted((low * sign, high * sign))
+    return bool(hi < 0 or (np.isfinite(mde) and -mde <= lo and hi <= mde))
 
 
-def stability_claim(stability: pd.DataFrame) -> dict[str, str]:
+def _stand_in_verdict(significant: bool, complete: bool, excluded: bool) -> str:
+    """The shared rule: supported (``complete``) or partly supported only with a result significant after
+    correction; otherwise not supported when the data exclude the effect, else inconclusive."""
+    if significant:
+        return "supported" if complete else "partly supported"
+    return "not supported" if excluded else "inconclusive"
+
+
+def _stand_in_row(claim: str, verdict: str, test: pd.Series, scale: float, evidence: str,
+                  where: str) -> dict[str, Any]:
+    """A claims-table row from the decisive test (a row of a ``fusion_stats`` test table; effect times ``scale``)."""
+    def num(key: str, factor: float = 1.0) -> float | None:
+        value = test.get(key, np.nan)
+        return float(value) * factor if value is not None and np.isfinite(value) else None
+    return {"claim": claim, "verdict": verdict, "test": str(test["test"]), "statistic": num("effect", scale),
+            "effect": num("effect", scale), "effect_low": num("low", scale), "effect_high": num("high", scale),
+            "p_value": num("p_holm"), "mde": num("mde", scale), "evidence": evidence, "where": where}
+
+
+def _significant(tests: pd.DataFrame) -> pd.Series:
+    return (tests["p_holm"] < ALPHA) & (np.sign(tests["effect"]) == tests["claimed_sign"])
+
+
+def _decisive(tests: pd.DataFrame, default: int) -> pd.Series:
+    """The family's most significant test, or row ``default`` when none is significant."""
+    sig = tests[_significant(tests)]
+    return sig.loc[sig["p_holm"].idxmin()] if len(sig) else tests.iloc[default]
+
+
+def fusion_claim(comparisons: pd.DataFrame, complementarity: pd.DataFrame) -> dict[str, Any]:
+    """Claim 2: fusing frozen models helps when they are complementary.
+
+    The family (``fusion_stats.claim2_tests``, Holm together): per dataset, the fusion chosen on validation against
+    the validation-best single model (paired over test items, every seed); and Spearman's rho between a pair's
+    Cohen's kappa on validation (the primary diagnostic: agreement beyond chance of the two models' predictions) and
+    the pair's concatenation gain on test, over every pair of every dataset (p from permuting within datasets).
+    Supported when a chosen fusion wins significantly and rho is significantly negative (the less two models agree,
+    the more fusing them gains); partly supported when one of the two holds; otherwise not supported when the data
+    exclude either part (every chosen fusion's gain, or rho, on the wrong side of zero or within +-MDE), else
+    inconclusive. The row shows the most significant test, else the complementarity test.
+    """
+    tests = fusion_stats.claim2_tests(comparisons, complementarity)
+    gains, compl = tests.iloc[:-1], tests.iloc[-1]
+    sig = _significant(tests)
+    wins, predicts = bool(sig.iloc[:-1].any()), bool(sig.iloc[-1])
+    excluded = _stand_in_excluded(compl["low"], compl["high"], compl["mde"], -1) or (len(gains) > 0 and all(
+        _stand_in_excluded(r.low, r.high, r.mde, 1) for r in gains.itertuples()))
+    verdict = _stand_in_verdict(wins or predicts, wins and predicts, excluded)
+    decisive = _decisive(tests, len(tests) - 1)
+    per_dataset = "; ".join(f"{r.dataset} {r.effect * 100:+.2f} [{r.low * 100:+.2f}, {r.high * 100:+.2f}]"
+                            f" (Holm p = {r.p_holm:.2g})" for r in gains.itertuples())
+    evidence = (f"fusion chosen on validation minus the validation-best single model, test accuracy points: "
+                f"{per_dataset or 'n/a'}; Spearman rho(kappa on validation, concatenation gain) over {int(compl['n'])} "
+                f"pairs = {compl['effect']:.2f} [{compl['low']:.2f}, {compl['high']:.2f}] (Holm p = "
+                f"{compl['p_holm']:.2g}, MDE {compl['mde']:.2f})")
+    scale = 1.0 if decisive["test"] == compl["test"] else 100.0
+    return _stand_in_row("Fusing frozen models' embeddings helps when the models are complementary", verdict, decisive,
+                         scale, evidence, "Chapter 'Fusion': claim-2 tests table, complementarity figure and table")
+
+
+def stability_claim(stability: pd.DataFrame) -> dict[str, Any]:
     """Claim 3: three or more models make performance more stable.
 
-    Two readings of "stable", both reported: the spread over seeds of one combination, and the spread across the
-    combinations of k models (how much the result depends on which models are picked; only sizes k with at least
-    two combinations count, since one combination has no spread). Supported when both narrow
-    from 2 to >=3 models on every dataset, partly supported when either narrows on at least half, else not.
+    The family (``fusion_stats.stability_tests``, Holm together), on the concatenations: the std over seeds of one
+    combination, two models against three or more (permutation within datasets), and the std across combinations at
+    an equal number of combinations (so that fewer triples than pairs cannot make the spread smaller by
+    construction). Supported when both narrow significantly and the seed std narrows more than it does for an
+    ensemble of the same single-model classifiers (the control: averaging more models narrows the spread without any
+    fusion; its difference's 95 % interval must lie above zero); partly supported when at least one narrows
+    significantly; otherwise not supported when the seed-std narrowing is excluded, else inconclusive.
     """
-    rows = []
-    for dataset, g in stability.groupby("dataset", sort=False):
-        many = g["k"] >= 3
-        rows.append((dataset, g.loc[g["k"] == 2, "seed_std_mean"].mean(), g.loc[many, "seed_std_mean"].mean(),
-                     g.loc[g["k"] == 2, "range"].mean() if "range" in g else np.nan,
-                     g.loc[many & (g.get("n_combos", 2) >= 2), "range"].mean() if "range" in g else np.nan))
-    seed = [(d, a, b) for d, a, b, _, _ in rows if np.isfinite(a) and np.isfinite(b)]
-    combo = [(d, a, b) for d, _, _, a, b in rows if np.isfinite(a) and np.isfinite(b)]
-    seed_narrower = sum(b < a for _, a, b in seed)
-    combo_narrower = sum(b < a for _, a, b in combo)
-    if not seed and not combo:
-        verdict = "inconclusive"
-    elif seed_narrower == len(seed) and combo_narrower == len(combo):
-        verdict = "supported"
-    elif (seed and seed_narrower >= len(seed) / 2) or (combo and combo_narrower >= len(combo) / 2):
-        verdict = "partly supported"
-    else:
-        verdict = "not supported"
-    seed_detail = "; ".join(f"{d}: {a * 100:.2f} → {b * 100:.2f}" for d, a, b in seed)
-    combo_detail = "; ".join(f"{d}: {a * 100:.2f} → {b * 100:.2f}" for d, a, b in combo)
-    evidence = (f"std over seeds, 2 → ≥3 models (points): {seed_detail or 'n/a'} (narrower on {seed_narrower}/"
-                f"{len(seed)}); best − worst combination, 2 → ≥3 models (points): {combo_detail or 'n/a'} (narrower "
-                f"on {combo_narrower}/{len(combo)}); descriptive: few seeds and combinations, no test")
-    return _row("Fusing three or more models makes results more stable", verdict, evidence,
-                "Chapter 'Fusion': stability plot and table")
+    tests = fusion_stats.stability_tests(stability)
+    family = tests[tests["family"] == "claim 3"]
+    seed, equal_m = family.iloc[0], family.iloc[1]
+    ens, contrast = tests.iloc[2], tests.iloc[4]
+    sig = _significant(family)
+    beyond_ensemble = bool(np.isfinite(contrast["low"]) and contrast["low"] > 0)
+    verdict = _stand_in_verdict(bool(sig.any()), bool(sig.all()) and beyond_ensemble,
+                                _stand_in_excluded(seed["low"], seed["high"], seed["mde"], 1))
+    pts = lambda value: f"{value * 100:.2f}" if np.isfinite(value) else "n/a"  # noqa: E731
+    evidence = (f"std over seeds of the concatenations, 2 → ≥3 models: {pts(seed['k2'])} → {pts(seed['k3plus'])} "
+                f"points (narrowing {pts(seed['effect'])} [{pts(seed['low'])}, {pts(seed['high'])}], Holm p = "
+                f"{seed['p_holm']:.2g}); ensemble of the single-model classifiers: {pts(ens['k2'])} → "
+                f"{pts(ens['k3plus'])} (p = {ens['p_value']:.2g}); concatenation minus ensemble narrowing "
+                f"{pts(contrast['effect'])} [{pts(contrast['low'])}, {pts(contrast['high'])}]; std across "
+                f"combinations at equal m: narrowing {pts(equal_m['effect'])} points "
+                f"(Holm p = {equal_m['p_holm']:.2g})")
+    return _stand_in_row("Fusing three or more models makes results more stable", verdict, _decisive(family, 0), 100.0,
+                         evidence, "Chapter 'Fusion': stability figure, stability tests table")
 
 
 def overhead_claim(scaling: pd.DataFrame) -> dict[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,9 +21,14 @@ __all__ = ["Study", "StudyConfig"]
 
 
 class Study:
-    """Data and features of one profile, loaded lazily and memoised for the life of the object."""
+    """Data and features of one profile, loaded lazily and memoised for the life of the object.
 
-    def __init__(self, config: StudyConfig, *, cache_dir: str | None = None, progress: bool = True) -> None:
+    ``transform(model, dataset, split, embeddings)``, when given, is applied to every features read before it is
+    memoised (only its result is kept): the robustness chapter reruns the analyses on perturbed features this way.
+    """
+
+    def __init__(self, config: StudyConfig, *, cache_dir: str | None = None, progress: bool = True,
+                 transform: Callable[[str, str, str, Any], Any] | None = None) -> None:
         # Hub ids and paths get short names that every engine function accepts, so tables read "my-model".
         names = dict(zip(config.datasets, data_mod.add(config.datasets)))
         self.config = config.replace(
@@ -31,6 +37,7 @@ class Study:
             max_length={names.get(k, k): v for k, v in config.max_length.items()})
         self.cache_dir = cache_dir
         self.progress = progress
+        self.transform = transform
         self._data: dict[str, Any] = {}
         self._features: dict[tuple[str, str, str], Any] = {}
         self._loaded: tuple[str, Any] | None = None
@@ -84,7 +91,7 @@ class Study:
             )
             self.timings.append({"model": model, "dataset": dataset, "split": split,
                                  "seconds_in_call": time.perf_counter() - start})
-            self._features[key] = emb
+            self._features[key] = emb if self.transform is None else self.transform(model, dataset, split, emb)
         return self._features[key]
 
     def layer_matrix(self, model: str, dataset: str, split: str, layer: int, pooling: str | None = None) -> np.ndarray:

@@ -107,7 +107,8 @@ def fusion_gains(comparisons: pd.DataFrame):
 
     Each cell is the mean test-accuracy gain over seeds in points (diverging colours, one scale for all panels,
     saturating at ±10 points so that small gains stay visible beside large losses);
-    ``*`` marks a Holm-corrected McNemar p < 0.05 against that single model; blank cells were not run.
+    ``*`` marks a Holm-corrected p < 0.05 against that single model; blank cells were not run. Two panels per row
+    with the combinations named once per row, so four datasets fit the book's column.
     """
     datasets = list(dict.fromkeys(comparisons["dataset"]))
     table = comparisons.assign(combo=comparisons["models"].map(combo_label), points=comparisons["gain"] * 100)
@@ -115,39 +116,56 @@ def fusion_gains(comparisons: pd.DataFrame):
     combos = list(dict.fromkeys(table.sort_values(["k", "combo"])["combo"]))
     largest = float(np.nanmax(np.abs(table["points"])))
     limit = min(max(largest, 1.0), 10.0)
-    fig, axes = _panels(len(datasets), ncols=2, height=0.3 * len(combos) + 1.3, width=6.2)
-    for ax, dataset in zip(axes, datasets):
+    fig, axes = _panels(len(datasets), ncols=2, height=max(2.2, 0.27 * len(combos) + 1.2), width=3.9)
+    for i, (ax, dataset) in enumerate(zip(axes, datasets)):
         df = table[table["dataset"] == dataset]
         grid = df.pivot_table(index="combo", columns="operator", values="points").reindex(index=combos,
                                                                                       columns=operators)
         sig = df.pivot_table(index="combo", columns="operator", values="p_holm").reindex(index=combos,
                                                                                      columns=operators)
         image = ax.imshow(grid.to_numpy(dtype=float), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
-        for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+        for (r, c), value in np.ndenumerate(grid.to_numpy(dtype=float)):
             if np.isfinite(value):
-                star = "*" if sig.iat[i, j] < 0.05 else ""
-                ax.text(j, i, f"{value:+.1f}{star}", ha="center", va="center", fontsize=7,
+                star = "*" if sig.iat[r, c] < 0.05 else ""
+                ax.text(c, r, f"{value:+.1f}{star}", ha="center", va="center", fontsize=7,
                         color="white" if abs(value) > 0.6 * limit else "black")
         ax.set_xticks(range(len(operators)), operators, rotation=30, ha="right", fontsize=8)
         ax.set_yticks(range(len(combos)), combos, fontsize=7)
-        ax.set_title(f"{dataset}: vs best single ({df['best_single'].iloc[0]})", fontsize=9)
-    saturated = " (colours saturate at ±10)" if largest > limit else ""
-    fig.colorbar(image, ax=axes, shrink=0.5, label=f"test accuracy gain (points){saturated}; * Holm p < 0.05")
+        ax.tick_params(labelleft=i % 2 == 0)
+        ax.set_title(f"{dataset}: vs best single ({df['best_single'].iloc[0]})", fontsize=8)
+    saturated = ", colours saturate at ±10" if largest > limit else ""
+    bar = fig.colorbar(image, ax=axes, shrink=0.9, aspect=30)
+    bar.set_label(f"gain (points){saturated}", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     return fig
 
 
 def stability(stab: pd.DataFrame):
-    """Spread of test accuracy against the number of models concatenated (across seeds and across combos)."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
-    for dataset, grp in stab.groupby("dataset", sort=False):
-        axes[0].plot(grp["k"], grp["seed_std_mean"] * 100, marker="o", label=dataset)
-        axes[1].plot(grp["k"], grp["range"] * 100, marker="o", label=dataset)
-    axes[0].set_ylabel("std over seeds (points)")
-    axes[1].set_ylabel("best − worst combination (points)")
-    for ax in axes:
-        ax.set_xlabel("number of models fused")
-        ax.set_xticks(sorted(stab["k"].unique()))
-    axes[0].legend(fontsize=7)
+    """Spread and accuracy against the number of models, one column per dataset: every combination's std over
+    seeds (top) and mean test accuracy (bottom), its concatenation beside the ensemble of its single-model
+    classifiers (offset to the right); lines join the means over combinations of each size."""
+    datasets = list(dict.fromkeys(stab["dataset"]))
+    fig, axes = plt.subplots(2, len(datasets), figsize=(min(2.1 * len(datasets) + 0.6, 8.4), 4.6), squeeze=False,
+                             sharex=True, constrained_layout=True)
+    styles = {"single": ("tab:gray", 0.0), "concatenation": ("tab:blue", -0.1), "ensemble": ("tab:orange", 0.1)}
+    for j, dataset in enumerate(datasets):
+        df = stab[stab["dataset"] == dataset]
+        for row, column in enumerate(("test_seed_std", "test_mean")):
+            ax = axes[row, j]
+            for method, (colour, shift) in styles.items():
+                sub = df[df["method"] == method]
+                if sub.empty:
+                    continue
+                means = sub.groupby("k")[column].mean() * 100
+                ax.scatter(sub["k"] + shift, sub[column] * 100, s=12, color=colour, alpha=0.6, lw=0)
+                ax.plot(means.index + shift, means.to_numpy(), color=colour, lw=1.2, label=method)
+            ax.tick_params(labelsize=7)
+        axes[0, j].set_title(dataset, fontsize=9)
+        axes[1, j].set_xlabel("models combined", fontsize=8)
+        axes[1, j].set_xticks(sorted(df["k"].unique()))
+    axes[0, 0].set_ylabel("std over seeds (points)", fontsize=8)
+    axes[1, 0].set_ylabel("test accuracy (%)", fontsize=8)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     return fig
 
 
@@ -160,6 +178,27 @@ def complementarity(compl: pd.DataFrame, x: str = "kappa"):
     ax.set_xlabel(x.replace("_", " ") + " (validation)")
     ax.set_ylabel("concat gain over the better model (points)")
     ax.legend(fontsize=7)
+    return fig
+
+
+def robustness(per_layer: pd.DataFrame, fused: pd.DataFrame):
+    """What the perturbation moved, per dataset: every layer's test accuracy (left) and every concatenation's gain
+    over the best single model (right), perturbed minus original, in points (jittered horizontally)."""
+    fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.0), constrained_layout=True)
+    rng = np.random.default_rng(0)
+    panels = ((per_layer, "test_accuracy", "per-layer test accuracy"), (fused, "gain", "concatenation gain"))
+    for ax, (df, column, title) in zip(axes, panels):
+        datasets = list(dict.fromkeys(df["dataset"]))
+        for i, dataset in enumerate(datasets):
+            sub = df[df["dataset"] == dataset]
+            change = (sub[f"{column}_perturbed"] - sub[f"{column}_original"]) * 100
+            ax.scatter(i + rng.uniform(-0.2, 0.2, len(sub)), change, s=10, alpha=0.6, lw=0)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(range(len(datasets)), datasets, fontsize=8)
+        ax.set_xlim(-0.6, len(datasets) - 0.4)
+        ax.set_title(f"{title}: perturbed − original", fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("change (points)", fontsize=8)
     return fig
 
 

@@ -2,8 +2,9 @@
 
 A profile is read here and nowhere else. Every block of the file has its own frozen dataclass (``StudyConfig`` at the
 top, ``Subsample``, ``ProbeSettings``, ``AuthorsProtocol``, ``GreedySettings``, ``FusionSettings``,
-``OverheadSettings`` inside it); every key at every depth is checked against the dataclass it fills, so a misspelt
-key is an error naming its dotted path (``probe.Cz``) and the keys allowed there. Values are checked as they enter.
+``OverheadSettings``, ``RobustnessSettings`` inside it); every key at every depth is checked against the dataclass it
+fills, so a misspelt key is an error naming its dotted path (``probe.Cz``) and the keys allowed there. Values are
+checked as they enter.
 
 Defaults have one source. A knob that an engine class also has (the probe's C grid, the fusion classifier's epochs,
 the extraction token budget) defaults to that class's own default, read from its signature; the knobs only the study
@@ -283,6 +284,42 @@ class OverheadSettings(SettingsBlock):
         _positive(self, "n_texts", "max_length", "token_budget", "n_layers_sample", "deploy_n_texts", "repeats")
 
 
+UNIT_ROUNDOFF = {"bfloat16": 2.0 ** -8, "float16": 2.0 ** -11}
+"""Relative rounding error of each dtype (half the gap between neighbouring numbers, relative to the number)."""
+
+
+@dataclass(frozen=True)
+class RobustnessSettings(SettingsBlock):
+    """The robustness chapter's perturbation of the cached features before the verdicts are recomputed.
+
+    ``kind: noise`` multiplies every value by ``1 + u`` with ``u`` uniform in ``[-scale, scale]``, seeded by
+    ``seed``, the model, the dataset and the split; ``kind: round`` rounds every value to ``dtype``. ``scale``
+    defaults to the unit roundoff of ``dtype`` (``bfloat16`` 2^-8, ``float16`` 2^-11): an extraction in bf16 and one
+    in fp32 differ by about the bf16 level, whichever of the two the profile used.
+    """
+
+    kind: str = "noise"
+    dtype: str = "bfloat16"
+    scale: float | None = None
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.kind not in ("noise", "round"):
+            raise ProfileError(("kind",), f"must be 'noise' or 'round', got {self.kind!r}")
+        if self.dtype not in UNIT_ROUNDOFF:
+            raise ProfileError(("dtype",), f"must be one of {sorted(UNIT_ROUNDOFF)}, got {self.dtype!r}")
+        if self.kind == "round" and self.dtype == "float16":
+            raise ProfileError(("dtype",), "rounding to float16 changes nothing (the cache stores float16 vectors); "
+                                           "use kind: noise for the float16 level")
+        if self.scale is not None and not 0 < self.scale < 1:
+            raise ProfileError(("scale",), f"must lie strictly between 0 and 1 (a relative size), got {self.scale}")
+
+    @property
+    def relative_scale(self) -> float:
+        """The relative size of the noise (``scale``, else the unit roundoff of ``dtype``)."""
+        return self.scale if self.scale is not None else UNIT_ROUNDOFF[self.dtype]
+
+
 @dataclass(frozen=True)
 class StudyConfig(SettingsBlock):
     """All settings of one profile; recorded with every results file through the chapter's run record.
@@ -310,6 +347,7 @@ class StudyConfig(SettingsBlock):
     greedy: GreedySettings = field(default_factory=GreedySettings)
     fusion: FusionSettings = field(default_factory=FusionSettings)
     overhead: OverheadSettings = field(default_factory=OverheadSettings)
+    robustness: RobustnessSettings = field(default_factory=RobustnessSettings)
 
     def check(self) -> None:
         from layerfusion import data, pooling

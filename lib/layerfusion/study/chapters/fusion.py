@@ -1,12 +1,17 @@
 """Chapter 3: fuse embeddings of several frozen models (each at its validation-best layer) and ask when it helps.
 
 Every combination of >= 2 models is fused with concatenation (and the other operators on pairs and on all models),
-over several seeds; each fusion is compared with the validation-best single model (paired McNemar, Holm across the
-dataset), with the same fusion squeezed to the single model's dimension (PCA fitted on train) and with the best model
-concatenated with its own second-best layer. Complementarity diagnostics (Cohen's kappa, error overlap, linear CKA)
-are computed on validation and set against the test gain. A greedy search over (model, layer) units closes the
-chapter. A job an operator cannot take (``scalar_mix`` needs inputs of one width) is skipped and listed in
-``skipped`` with the operator's reason.
+over the profile's seeds. Each fusion is compared with the validation-best single model on the same test items with
+every seed (``fusion_stats.paired_gain``; Holm within the dataset for the figure), with the same fusion squeezed to
+the single model's dimension (PCA fitted on train) and with the best model concatenated with its own second-best
+layer. An ensemble of the single-model classifiers (their predicted probabilities averaged, same seed, no new fit)
+stands beside every concatenation, so that what averaging more models does to the spread is seen apart from fusion.
+Complementarity diagnostics (Cohen's kappa, error overlap, linear CKA) are computed on validation and set against
+the test gain. A greedy search over (model, layer) units closes the chapter. A job an operator cannot take
+(``scalar_mix`` needs inputs of one width) is skipped and listed in ``skipped`` with the operator's reason.
+
+The claims' tests on these tables live in ``layerfusion.study.fusion_stats``; the robustness chapter reruns
+``analyse_fusion`` on perturbed features with concatenation only and without the controls (``extras=False``).
 """
 
 from __future__ import annotations
@@ -17,15 +22,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
+from threadpoolctl import threadpool_limits
 
 from layerfusion import diagnostics, fusion, stats
 from layerfusion.data import SPLITS
+from layerfusion.study import fusion_stats
 from layerfusion.study.features import Study
 from layerfusion.study.results import TableSet
 from layerfusion.study.selection import greedy_units
 
 SKIPPED_COLUMNS = ("dataset", "models", "operator", "reason")
+FIT_THREADS = 1
+"""Threads per fit. The chapter runs hundreds of small fits (1,000 texts, a linear head); a second thread does not
+pay for its synchronisation at that size, and on a shared 2-core machine two threads made a fit several times
+slower than one. One thread also makes the fits independent of the machine's core count."""
+METHODS = ("single", "concatenation", "ensemble")
+"""How a combination is classified in the ``stability`` table: one model alone, its concatenation (a
+``FusionClassifier``), or the ensemble of its single-model classifiers (probabilities averaged)."""
 
 
 @dataclass
@@ -33,10 +46,11 @@ class FusionAnalysis(TableSet):
     """Tables produced by ``analyse_fusion``."""
 
     runs: pd.DataFrame
+    ensembles: pd.DataFrame
     comparisons: pd.DataFrame
+    stability: pd.DataFrame
     controls: pd.DataFrame
     complementarity: pd.DataFrame
-    stability: pd.DataFrame
     greedy: pd.DataFrame
     skipped: pd.DataFrame
 
@@ -48,7 +62,7 @@ def best_layers(summary: pd.DataFrame, dataset: str, pooling: str) -> dict[str, 
 
 
 class _Runner:
-    """Fits one fusion on one dataset and remembers its predictions (seed 0 is used for paired tests)."""
+    """Fits one fusion on one dataset and returns its scores, predictions and (for single models) probabilities."""
 
     def __init__(self, study: Study, dataset: str, units: dict[str, dict[str, np.ndarray]]) -> None:
         self.study, self.dataset, self.units = study, dataset, units
@@ -61,11 +75,16 @@ class _Runner:
         clf = fusion.FusionClassifier(operator=operator, proj_dim=self.cfg.proj_dim, epochs=self.cfg.epochs,
                                       random_state=seed)
         clf.fit(Xs["train"], self.y["train"], Xs["validation"], self.y["validation"])
-        val_pred, test_pred = clf.predict(Xs["validation"]), clf.predict(Xs["test"])
+        out = {"classes": clf.classes_}
+        for split in ("validation", "test"):
+            proba = clf.predict_proba(Xs[split])
+            out[f"{split}_proba"], out[f"{split}_pred"] = proba, clf.classes_[proba.argmax(axis=1)]
+        return {**self.scores(out["validation_pred"], out["test_pred"]), **out}
+
+    def scores(self, val_pred: np.ndarray, test_pred: np.ndarray) -> dict[str, float]:
         return {"val_accuracy": stats.accuracy(self.y["validation"], val_pred),
                 "test_accuracy": stats.accuracy(self.y["test"], test_pred),
-                "test_macro_f1": stats.macro_f1(self.y["test"], test_pred),
-                "val_pred": val_pred, "test_pred": test_pred}
+                "test_macro_f1": stats.macro_f1(self.y["test"], test_pred)}
 
 
 def _combos(models: list[str], operator: str) -> list[tuple[str, ...]]:
@@ -95,105 +114,138 @@ def plan_jobs(models: list[str], operators: tuple[str, ...], widths: dict[str, i
     return jobs, skipped
 
 
-def _fuse_dataset(study: Study, dataset: str, summary: pd.DataFrame, per_layer: pd.DataFrame) -> dict[str, Any]:
-    cfg = study.config
-    seeds = list(cfg.fusion.seeds)
-    layers = best_layers(summary, dataset, cfg.primary_pooling)
-    models = [m for m in cfg.models if m in layers]
-    units = {m: {s: study.layer_matrix(m, dataset, s, layers[m]) for s in SPLITS} for m in models}
-    runner = _Runner(study, dataset, units)
-    y_te = runner.y["test"]
+def _row(dataset: str, names: tuple[str, ...], op: str, seed: int, layers: dict[str, int],
+         res: dict[str, Any]) -> dict[str, Any]:
+    return {"dataset": dataset, "models": list(names), "k": len(names), "operator": op, "seed": seed,
+            "layers": [layers[m] for m in names], "val_accuracy": res["val_accuracy"],
+            "test_accuracy": res["test_accuracy"], "test_macro_f1": res["test_macro_f1"]}
 
-    runs, preds = [], {}
-    jobs, skipped = plan_jobs(models, cfg.fusion.operators, {m: units[m]["train"].shape[1] for m in models})
-    for names, op in jobs:
+
+def _ensembles(dataset: str, runner: _Runner, models: list[str], preds: dict, seeds: list[int],
+               layers: dict[str, int]) -> pd.DataFrame:
+    """Every combination of >= 2 models as an ensemble of its single-model classifiers of the same seed: their
+    predicted probabilities averaged (the single fits are reused; nothing is trained)."""
+    rows = []
+    for names in (c for k in range(2, len(models) + 1) for c in combinations(models, k)):
         for seed in seeds:
-            res = runner.fit(list(names), op, seed)
-            preds[(names, op, seed)] = res
-            runs.append({"dataset": dataset, "models": list(names), "k": len(names), "operator": op,
-                         "seed": seed, "layers": [layers[m] for m in names],
-                         **{k: v for k, v in res.items() if not k.endswith("_pred")}})
-    runs_df = pd.DataFrame(runs)
+            members = [preds[((m,), "concat", seed)] for m in names]
+            classes = members[0]["classes"]
+            val, test = (classes[np.mean([r[f"{s}_proba"] for r in members], axis=0).argmax(axis=1)]
+                         for s in ("validation", "test"))
+            rows.append(_row(dataset, names, "ensemble", seed, layers, runner.scores(val, test)))
+    return pd.DataFrame(rows)
 
-    singles = runs_df[runs_df["k"] == 1].groupby(runs_df["models"].map(tuple))["val_accuracy"].mean()
-    best_single = singles.idxmax()
-    best_key = (best_single, "concat", seeds[0])
-    comparisons = []
-    grouped = runs_df[runs_df["k"] >= 2].groupby([runs_df["models"].map(tuple), "operator"], sort=False)
-    single_test = runs_df[runs_df["models"].map(tuple) == best_single]["test_accuracy"]
-    for (names, op), grp in grouped:
-        fused = preds[(names, op, seeds[0])]["test_pred"]
-        test = stats.mcnemar(y_te, fused, preds[best_key]["test_pred"])
-        comparisons.append({
-            "dataset": dataset, "models": list(names), "k": len(names), "operator": op,
-            "best_single": best_single[0], "best_single_test_mean": float(single_test.mean()),
-            "test_mean": float(grp["test_accuracy"].mean()), "test_std": float(grp["test_accuracy"].std(ddof=1))
-            if len(grp) > 1 else float("nan"),
-            "val_mean": float(grp["val_accuracy"].mean()),
-            "gain": float(grp["test_accuracy"].mean() - single_test.mean()),
-            "p_value": test.p_value,
-        })
-    comp_df = pd.DataFrame(comparisons)
-    if len(comp_df):
-        comp_df["p_holm"] = stats.holm(comp_df["p_value"].to_numpy())
 
-    controls = _controls(study, dataset, runner, units, models, best_single[0], per_layer, seeds)
-    compl = _complementarity(dataset, models, units, runner, preds, runs_df, seeds[0])
-    return {"runs": runs_df, "comparisons": comp_df, "controls": controls, "complementarity": compl,
-            "greedy": _greedy_units(study, dataset, per_layer),
-            "skipped": pd.DataFrame([{"dataset": dataset, **row} for row in skipped], columns=SKIPPED_COLUMNS)}
+def _comparisons(dataset: str, runs: pd.DataFrame, preds: dict, y_test: np.ndarray,
+                 seeds: list[int]) -> pd.DataFrame:
+    """Every fusion against the validation-best single model, with every seed (``fusion_stats.paired_gain``)."""
+    combo = runs["models"].map(tuple)
+    singles = runs[runs["k"] == 1].groupby(combo)
+    best_single = singles["val_accuracy"].mean().idxmax()
+    single_preds = np.stack([preds[(best_single, "concat", s)]["test_pred"] for s in seeds])
+    single_test = float(singles["test_accuracy"].mean()[best_single])
+    rows = []
+    for (names, op), grp in runs[runs["k"] >= 2].groupby([combo, "operator"], sort=False):
+        gain = fusion_stats.paired_gain(y_test, np.stack([preds[(names, op, s)]["test_pred"] for s in seeds]),
+                                        single_preds)
+        rows.append({"dataset": dataset, "models": list(names), "k": len(names), "operator": op,
+                     "best_single": best_single[0], "best_single_test_mean": single_test,
+                     "test_mean": float(grp["test_accuracy"].mean()),
+                     "test_std": float(grp["test_accuracy"].std(ddof=1)) if len(grp) > 1 else float("nan"),
+                     "val_mean": float(grp["val_accuracy"].mean()), "gain": gain.gain, "gain_low": gain.low,
+                     "gain_high": gain.high, "gain_mde": gain.mde, "n_test": int(len(y_test)),
+                     "p_value": gain.p_value})
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["p_holm"] = stats.holm(table["p_value"].to_numpy())
+    return table
+
+
+def stability_table(runs: pd.DataFrame, ensembles: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset x method x combination (``METHODS``): k, seeds, mean and std over seeds of the test
+    accuracy, mean validation accuracy. Concatenations and ensembles of the same combinations, beside the singles."""
+    frames = [runs[runs["k"] == 1].assign(method="single"),
+              runs[(runs["k"] >= 2) & (runs["operator"] == "concat")].assign(method="concatenation"),
+              ensembles.assign(method="ensemble") if len(ensembles) else None]
+    df = pd.concat([f for f in frames if f is not None and len(f)], ignore_index=True)
+    df["combo"] = df["models"].map("+".join)
+    grouped = df.groupby(["dataset", "method", "combo", "k"], sort=False)
+    out = grouped.agg(models=("models", "first"), n_seeds=("seed", "nunique"), test_mean=("test_accuracy", "mean"),
+                      test_seed_std=("test_accuracy", lambda s: float(s.std(ddof=1)) if len(s) > 1 else np.nan),
+                      val_mean=("val_accuracy", "mean")).reset_index()
+    return out
 
 
 def _controls(study: Study, dataset: str, runner: _Runner, units: dict, models: list[str], best: str,
-              per_layer: pd.DataFrame, seeds: list[int]) -> pd.DataFrame:
+              per_layer: pd.DataFrame, seeds: list[int], runs: pd.DataFrame) -> pd.DataFrame:
     """Fusions at the best single model's dimensionality, and the best model fused with its own second layer.
 
     The reduction is PCA fitted on train where train has enough rows for that many components, else a seeded
-    Gaussian random projection (also fitted on train only); the row says which.
+    Gaussian random projection (also fitted on train only); the row says which. A combination already no wider
+    than the best single model needs no reduction: its concatenation's own runs are the control (not refitted).
     """
     rows = []
     dim = units[best]["train"].shape[1]
+    concat = runs[runs["operator"] == "concat"].assign(combo=runs["models"].map(tuple))
     for k in range(2, len(models) + 1):
         for names in combinations(models, k):
             full = {s: [np.concatenate([units[n][s] for n in names], axis=1)] for s in SPLITS}
-            method = "pca" if dim <= min(full["train"][0].shape) else "random"
-            reduced = fusion.match_dimension(full["train"][0], [full["validation"][0], full["test"][0]], dim,
-                                             method=method, random_state=study.config.seed)
-            feats = {s: [x] for s, x in zip(SPLITS, reduced)}
-            accs = [runner.fit(list(names), "concat", seed, features=feats)["test_accuracy"] for seed in seeds]
+            width = full["train"][0].shape[1]
+            if dim >= width:
+                method, accs = "none needed", concat.loc[concat["combo"] == names, "test_accuracy"].tolist()
+            else:
+                method = "pca" if dim <= min(full["train"][0].shape) else "random"
+                reduced = fusion.match_dimension(full["train"][0], [full["validation"][0], full["test"][0]], dim,
+                                                 method=method, random_state=study.config.seed)
+                feats = {s: [x] for s, x in zip(SPLITS, reduced)}
+                accs = [runner.fit(list(names), "concat", seed, features=feats)["test_accuracy"] for seed in seeds]
             rows.append({"dataset": dataset, "control": f"fusion reduced to best single's dimension ({method})",
-                         "models": list(names), "dim": int(dim), "test_mean": float(np.mean(accs)),
-                         "test_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan")})
+                         "models": list(names), "dim": int(min(dim, width)), **_mean_std(accs)})
     ranked = per_layer[(per_layer["dataset"] == dataset) & (per_layer["model"] == best)
                        & (per_layer["pooling"] == study.config.primary_pooling)]
-    ranked = ranked.sort_values("val_accuracy", ascending=False)
-    top2 = [int(x) for x in ranked["layer"].head(2)]
-    feats = {s: [study.layer_matrix(best, dataset, s, layer) for layer in top2] for s in SPLITS}
-    accs = [runner.fit([best, best], "concat", seed, features=feats)["test_accuracy"] for seed in seeds]
-    rows.append({"dataset": dataset, "control": f"best model, layers {top2[0]}+{top2[-1]} concatenated",
-                 "models": [best], "dim": int(sum(f.shape[1] for f in feats["train"])),
-                 "test_mean": float(np.mean(accs)),
-                 "test_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else float("nan")})
+    top2 = [int(x) for x in ranked.sort_values("val_accuracy", ascending=False)["layer"].head(2)]
+    if len(top2) == 2:
+        feats = {s: [study.layer_matrix(best, dataset, s, layer) for layer in top2] for s in SPLITS}
+        accs = [runner.fit([best, best], "concat", seed, features=feats)["test_accuracy"] for seed in seeds]
+        rows.append({"dataset": dataset, "control": f"best model, layers {top2[0]}+{top2[1]} concatenated",
+                     "models": [best], "dim": int(sum(f.shape[1] for f in feats["train"])), **_mean_std(accs)})
     return pd.DataFrame(rows)
+
+
+def _mean_std(accs: list[float]) -> dict[str, float]:
+    mean, std = stats.mean_std(accs)
+    return {"test_mean": mean, "test_std": std}
 
 
 def _complementarity(dataset: str, models: list[str], units: dict, runner: _Runner, preds: dict,
-                     runs_df: pd.DataFrame, seed: int, max_items: int = 1000) -> pd.DataFrame:
-    """Per model pair: kappa, error overlap and CKA on validation, beside the concatenation's test gain."""
+                     runs: pd.DataFrame, seeds: list[int], max_items: int = 1000) -> pd.DataFrame:
+    """Per model pair: kappa and error overlap of the two single models on validation (mean over seeds) and the
+    linear CKA of their vectors, beside the pair concatenation's test gain over the member better on validation."""
     y_val = runner.y["validation"]
-    test_mean = runs_df.groupby([runs_df["models"].map(tuple), "operator"])["test_accuracy"].mean()
+    means = runs.groupby([runs["models"].map(tuple), "operator"])[["test_accuracy", "val_accuracy"]].mean()
     rows = []
     for a, b in combinations(models, 2):
-        pa, pb = preds[((a,), "concat", seed)]["val_pred"], preds[((b,), "concat", seed)]["val_pred"]
-        overlap = diagnostics.error_overlap(y_val, pa, pb)
+        if ((a, b), "concat") not in means.index:
+            continue
+        pairs = [(preds[((a,), "concat", s)]["validation_pred"], preds[((b,), "concat", s)]["validation_pred"])
+                 for s in seeds]
+        overlap = pd.DataFrame([diagnostics.error_overlap(y_val, pa, pb) for pa, pb in pairs]).mean()
         n = min(max_items, len(y_val))
-        cka = diagnostics.linear_cka(units[a]["validation"][:n], units[b]["validation"][:n])
-        better = max(test_mean[((a,), "concat")], test_mean[((b,), "concat")])
-        rows.append({"dataset": dataset, "model_a": a, "model_b": b,
-                     "kappa": diagnostics.cohen_kappa(pa, pb), "cka": float(cka),
+        better = max((a, b), key=lambda m: means.loc[((m,), "concat"), "val_accuracy"])
+        rows.append({"dataset": dataset, "model_a": a, "model_b": b, "better_on_validation": better,
+                     "kappa": float(np.mean([_kappa(pa, pb) for pa, pb in pairs])),
+                     "cka": float(diagnostics.linear_cka(units[a]["validation"][:n], units[b]["validation"][:n])),
                      **{f"overlap_{k}": float(v) for k, v in overlap.items()},
-                     "gain_over_better": float(test_mean[((a, b), "concat")] - better)})
+                     "gain_over_better": float(means.loc[((a, b), "concat"), "test_accuracy"]
+                                               - means.loc[((better,), "concat"), "test_accuracy"])})
     return pd.DataFrame(rows)
+
+
+def _kappa(a: np.ndarray, b: np.ndarray) -> float:
+    """Cohen's kappa; 1.0 for two identical constant predictions (where the statistic itself is 0/0)."""
+    if np.array_equal(a, b):
+        return 1.0
+    return diagnostics.cohen_kappa(a, b)
 
 
 def _greedy_units(study: Study, dataset: str, per_layer: pd.DataFrame) -> pd.DataFrame:
@@ -210,69 +262,133 @@ def _greedy_units(study: Study, dataset: str, per_layer: pd.DataFrame) -> pd.Dat
     return frame
 
 
-def stability(runs: pd.DataFrame) -> pd.DataFrame:
-    """Spread of test accuracy against the number of models fused (concatenation): across seeds and across combos."""
-    concat = runs[runs["operator"] == "concat"].copy()
-    concat["combo"] = concat["models"].map(lambda m: "+".join(m))
-    per_combo = concat.groupby(["dataset", "k", "combo"])["test_accuracy"].agg(["mean", "std"]).reset_index()
-    out = per_combo.groupby(["dataset", "k"]).agg(
-        n_combos=("combo", "count"), seed_std_mean=("std", "mean"),
-        across_combo_std=("mean", lambda s: float(s.std(ddof=1)) if len(s) > 1 else float("nan")),
-        worst=("mean", "min"), best=("mean", "max"), mean=("mean", "mean")).reset_index()
-    out["range"] = out["best"] - out["worst"]
+def _fuse_dataset(study: Study, dataset: str, summary: pd.DataFrame, per_layer: pd.DataFrame,
+                  operators: tuple[str, ...], extras: bool) -> dict[str, pd.DataFrame]:
+    cfg = study.config
+    seeds = list(cfg.fusion.seeds)
+    layers = best_layers(summary, dataset, cfg.primary_pooling)
+    models = [m for m in cfg.models if m in layers]
+    units = {m: {s: study.layer_matrix(m, dataset, s, layers[m]) for s in SPLITS} for m in models}
+    runner = _Runner(study, dataset, units)
+    jobs, skipped = plan_jobs(models, operators, {m: units[m]["train"].shape[1] for m in models})
+    preds, rows = {}, []
+    for names, op in jobs:
+        for seed in seeds:
+            preds[(names, op, seed)] = runner.fit(list(names), op, seed)
+            rows.append(_row(dataset, names, op, seed, layers, preds[(names, op, seed)]))
+    runs = pd.DataFrame(rows)
+    ensembles = _ensembles(dataset, runner, models, preds, seeds, layers)
+    comparisons = _comparisons(dataset, runs, preds, runner.y["test"], seeds)
+    out = {"runs": runs, "ensembles": ensembles, "comparisons": comparisons,
+           "complementarity": _complementarity(dataset, models, units, runner, preds, runs, seeds),
+           "skipped": pd.DataFrame([{"dataset": dataset, **row} for row in skipped], columns=SKIPPED_COLUMNS)}
+    if extras:
+        best = str(comparisons["best_single"].iloc[0]) if len(comparisons) else models[0]
+        out["controls"] = _controls(study, dataset, runner, units, models, best, per_layer, seeds, runs)
+        out["greedy"] = _greedy_units(study, dataset, per_layer)
     return out
 
 
-def complementarity_correlation(compl: pd.DataFrame) -> pd.DataFrame:
-    """Spearman correlation of each diagnostic with the pair's fusion gain, across pairs x datasets."""
-    rows = []
-    for col in ("kappa", "cka", "overlap_jaccard", "overlap_oracle_accuracy"):
-        if col in compl and compl[col].nunique() > 1 and len(compl) > 2:
-            rho, p = spearmanr(compl[col], compl["gain_over_better"])
-            rows.append({"diagnostic": col, "spearman_vs_gain": float(rho), "p_value": float(p), "n_pairs": len(compl)})
-    return pd.DataFrame(rows)
+def analyse_fusion(study: Study, summary: pd.DataFrame, per_layer: pd.DataFrame, *,
+                   operators: tuple[str, ...] | None = None, extras: bool = True) -> FusionAnalysis:
+    """Run the fusion chapter for every dataset of the profile.
+
+    ``operators`` defaults to the profile's; ``extras=False`` leaves out the controls and the greedy search (their
+    tables come back empty), as the robustness chapter does. Fits run with ``FIT_THREADS`` threads.
+    """
+    operators = tuple(operators or study.config.fusion.operators)
+    names = ("runs", "ensembles", "comparisons", "complementarity", "skipped", "controls", "greedy")
+    parts: dict[str, list[pd.DataFrame]] = {k: [] for k in names}
+    with threadpool_limits(limits=FIT_THREADS):
+        for dataset in study.config.datasets:
+            for key, frame in _fuse_dataset(study, dataset, summary, per_layer, operators, extras).items():
+                parts[key].append(frame)
+    tables = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in parts.items()}
+    return FusionAnalysis(stability=stability_table(tables["runs"], tables["ensembles"]), **tables)
 
 
-def analyse_fusion(study: Study, summary: pd.DataFrame, per_layer: pd.DataFrame) -> FusionAnalysis:
-    """Run the fusion chapter for every dataset of the profile."""
-    parts: dict[str, list[pd.DataFrame]] = {k: [] for k in
-                                            ("runs", "comparisons", "controls", "complementarity", "greedy",
-                                             "skipped")}
-    for dataset in study.config.datasets:
-        res = _fuse_dataset(study, dataset, summary, per_layer)
-        for key in parts:
-            parts[key].append(res[key])
-    tables = {k: pd.concat(v, ignore_index=True) for k, v in parts.items()}
-    return FusionAnalysis(stability=stability(tables["runs"]), **tables)
+def stability_summary(stability: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and number of models: accuracy and spreads of the concatenations beside the ensembles (points)."""
+    grouped = stability[stability["method"] != "single"].groupby(["dataset", "k", "method"], sort=False)
+    table = pd.DataFrame({"accuracy": grouped["test_mean"].mean() * 100,
+                          "std over seeds": grouped["test_seed_std"].mean() * 100,
+                          "std across combinations": grouped["test_mean"].std(ddof=1) * 100}).round(2)
+    wide = table.unstack("method")
+    wide.columns = [f"{method}: {what}" for what, method in wide.columns]
+    order = [f"{m}: {w}" for m in ("concatenation", "ensemble") for w in table.columns]
+    wide = wide[[c for c in order if c in wide]]
+    wide.insert(0, "combinations", grouped["combo"].count().unstack("method").iloc[:, 0])
+    return wide.reset_index()
 
 
-def summary_table(comparisons: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """Per dataset: the best fusion chosen on validation, beside the best single model, with its Holm p."""
-    rows = []
-    for dataset, grp in comparisons.groupby("dataset", sort=False):
-        best = grp.loc[grp["val_mean"].idxmax()]
-        rows.append({"dataset": dataset, "best single (val)": best["best_single"],
-                     "single test": round(best["best_single_test_mean"], 4),
-                     "fusion chosen on val": "+".join(best["models"]) + f" · {best['operator']}",
-                     "fusion test (mean ± std)": f"{best['test_mean']:.4f} ± {best['test_std']:.4f}",
-                     "gain": round(best["gain"], 4), "p (Holm)": f"{best['p_holm']:.2g}",
-                     "significant": bool(best["p_holm"] < alpha and best["gain"] > 0)})
-    return pd.DataFrame(rows)
+def tests(fused: FusionAnalysis) -> dict[str, pd.DataFrame]:
+    """The claims' tests on this chapter's tables (``fusion_stats``): ``claim2_tests`` and ``stability_tests``."""
+    return {"claim2_tests": fusion_stats.claim2_tests(fused.comparisons, fused.complementarity),
+            "stability_tests": fusion_stats.stability_tests(fused.stability)}
 
 
-def headline(fused: FusionAnalysis, alpha: float = 0.05) -> dict[str, Any]:
-    """Counts the prose quotes: significant gains, datasets with a winning fusion, spread against k."""
+def tests_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A ``fusion_stats`` test table for reading: effect with its 95 % interval and MDE, in accuracy points (rho
+    as it is), the p-value and, for a claim's family, the Holm-corrected one."""
+    rho = table["test"].str.startswith("Spearman").to_numpy()
+
+    def show(value: float, scale: float) -> str:
+        return f"{value * scale:+.2f}" if np.isfinite(value) else "n/a"
+
+    scales = np.where(rho, 1.0, 100.0)
+    return pd.DataFrame({
+        "family": table["family"], "test": table["test"], "on": table["method"], "n": table["n"],
+        "unit": np.where(rho, "rho", "points"),
+        "effect [95% CI]": [f"{show(e, s)} [{show(lo, s)}, {show(hi, s)}]" if np.isfinite(lo) else show(e, s)
+                            for e, lo, hi, s in zip(table["effect"], table["low"], table["high"], scales)],
+        "MDE": [show(m, s).lstrip("+") for m, s in zip(table["mde"], scales)],
+        "p": table["p_value"].map(lambda p: f"{p:.2g}" if np.isfinite(p) else "n/a"),
+        "p (Holm)": table["p_holm"].map(lambda p: f"{p:.2g}" if np.isfinite(p) else "–"),
+    })
+
+
+def complementarity_table(compl: pd.DataFrame) -> pd.DataFrame:
+    """Each diagnostic's Spearman rho with the pair's gain (``fusion_stats.complementarity_correlation``), for
+    reading; kappa is the primary one (in claim 2's family), the others are shown without correction."""
+    corr = fusion_stats.complementarity_correlation(compl)
+    if corr.empty:
+        return corr
+    return tests_table(corr.assign(family=np.where(corr["primary"], "claim 2 (primary)", "secondary"),
+                                   test="Spearman rho with the gain", method=corr["diagnostic"], p_holm=np.nan))
+
+
+def _text(value: float, spec: str = ".2f", scale: float = 1.0) -> str:
+    """A number for the prose, or ``n/a`` where the test was not defined (e.g. too few models)."""
+    return format(value * scale, spec) if np.isfinite(value) else "n/a"
+
+
+def headline(fused: FusionAnalysis, tested: dict[str, pd.DataFrame] | None = None,
+             alpha: float = fusion_stats.ALPHA) -> dict[str, Any]:
+    """The numbers the chapter's prose quotes, from ``tests(fused)`` (the tests the claims table uses; pass them
+    when already computed)."""
+    tested = tested or tests(fused)
     comp = fused.comparisons
-    sig = comp[(comp["p_holm"] < alpha) & (comp["gain"] > 0)]
-    stab = fused.stability
-    k_min, k_max = int(stab["k"].min()), int(stab["k"].max())
-    narrowing = [ds for ds, g in stab.groupby("dataset")
-                 if g.loc[g["k"] == k_max, "seed_std_mean"].mean() < g.loc[g["k"] == k_min, "seed_std_mean"].mean()]
+    sig = comp[(comp["p_holm"] < alpha) & (comp["gain"] > 0)] if len(comp) else comp
+    claim2 = tested["claim2_tests"]
+    chosen = claim2.iloc[:-1]
+    won = chosen[(chosen["p_holm"] < alpha) & (chosen["effect"] > 0)]
+    compl = claim2.iloc[-1]
+    stab = tested["stability_tests"]
+    seed, equal_m, ens, contrast = (stab.iloc[i] for i in (0, 1, 2, 4))
     return {
-        "n_fusions": int(len(comp)),
-        "n_significant_gains": int(len(sig)),
-        "datasets_with_significant_gain": sorted(sig["dataset"].unique().tolist()),
-        "n_datasets": int(comp["dataset"].nunique()),
-        "datasets_where_seed_spread_narrows": sorted(narrowing),
+        "n_fusions": int(len(comp)), "n_seeds": int(fused.runs["seed"].nunique()),
+        "n_significant_gains": int(len(sig)), "n_datasets": int(comp["dataset"].nunique()),
+        "n_chosen_significant": int(len(won)),
+        "datasets_chosen_significant": ", ".join(won["dataset"]) or "none",
+        "kappa_rho": _text(compl["effect"]), "kappa_rho_low": _text(compl["low"]),
+        "kappa_rho_high": _text(compl["high"]), "kappa_p": _text(compl["p_value"], ".2g"),
+        "kappa_p_holm": _text(compl["p_holm"], ".2g"), "n_pairs": int(compl["n"]),
+        "seed_std_2": _text(seed["k2"], scale=100), "seed_std_3": _text(seed["k3plus"], scale=100),
+        "seed_narrowing": _text(seed["effect"], scale=100), "seed_p_holm": _text(seed["p_holm"], ".2g"),
+        "ensemble_std_2": _text(ens["k2"], scale=100), "ensemble_std_3": _text(ens["k3plus"], scale=100),
+        "ensemble_p": _text(ens["p_value"], ".2g"),
+        "contrast": _text(contrast["effect"], scale=100), "contrast_low": _text(contrast["low"], scale=100),
+        "contrast_high": _text(contrast["high"], scale=100),
+        "equal_m_narrowing": _text(equal_m["effect"], scale=100), "equal_m_p_holm": _text(equal_m["p_holm"], ".2g"),
         "n_skipped": int(len(fused.skipped)),
     }
