@@ -43,7 +43,7 @@ def layer_curves(per_layer: pd.DataFrame, pooling: str, metric: str = "test_accu
     """
     df = per_layer[per_layer["pooling"] == pooling]
     datasets = list(dict.fromkeys(df["dataset"]))
-    fig, axes = _panels(len(datasets))
+    fig, axes = _panels(len(datasets), ncols=2, width=3.7)
     low, high = f"{metric}_low", f"{metric}_high"
     for ax, dataset in zip(axes, datasets):
         for model, grp in df[df["dataset"] == dataset].groupby("model", sort=False):
@@ -81,7 +81,7 @@ def best_layer_heatmap(summary: pd.DataFrame, pooling: str):
 def pooling_comparison(summary: pd.DataFrame):
     """Best-layer test accuracy per pooling, model x dataset, as grouped bars with CIs where available."""
     datasets = list(dict.fromkeys(summary["dataset"]))
-    fig, axes = _panels(len(datasets))
+    fig, axes = _panels(len(datasets), ncols=2, width=3.7)
     for ax, dataset in zip(axes, datasets):
         df = summary[summary["dataset"] == dataset]
         models = list(dict.fromkeys(df["model"]))

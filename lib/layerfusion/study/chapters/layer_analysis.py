@@ -330,15 +330,19 @@ def analyse_layers(study: Study, poolings: tuple[str, ...] | None = None) -> Lay
                         parts["greedy"].append(greedy_layers(study, model, dataset, arrays))
             with log.capture(model=model, dataset=dataset, pooling=cfg.authors_protocol.pooling, step="authors"):
                 parts["authors"].extend(authors_protocol(study, model, dataset))
-    summary = pd.DataFrame(parts["summary"])
+    tables = {key: _frame(value) for key, value in parts.items()}
+    summary = tables["summary"]
     summary["p_best_vs_last_holm"] = summary.groupby("pooling")["p_best_vs_last"].transform(
         lambda p: stats.holm(p.to_numpy()))
-    return LayerAnalysis(
-        per_layer=pd.concat(parts["per_layer"], ignore_index=True), summary=summary,
-        selection=pd.concat(parts["selection"], ignore_index=True), protocols=pd.DataFrame(parts["protocols"]),
-        label_free=pd.concat(parts["label_free"], ignore_index=True),
-        greedy=pd.concat(parts["greedy"], ignore_index=True), authors=pd.DataFrame(parts["authors"]),
-        baselines=pd.DataFrame(parts["baselines"]), warnings=log.table())
+    return LayerAnalysis(**tables, warnings=log.table())
+
+
+def _frame(part: list) -> pd.DataFrame:
+    """A list of frames or of row dicts as one frame (empty when a step did not run, e.g. without the primary
+    pooling)."""
+    if part and isinstance(part[0], pd.DataFrame):
+        return pd.concat(part, ignore_index=True)
+    return pd.DataFrame(part)
 
 
 def summary_table(summary: pd.DataFrame, pooling: str) -> pd.DataFrame:
