@@ -278,5 +278,5 @@ def selection_stability(selection: pd.DataFrame, summary: pd.DataFrame, pooling:
         ax.set_yticks(range(len(datasets)), datasets, fontsize=8)
         ax.set_title(model, fontsize=9)
         ax.set_xlabel("layer", fontsize=8)
-    fig.colorbar(image, ax=axes, shrink=0.8, label=f"share of {protocol} resamples choosing the layer")
+    fig.colorbar(image, ax=axes, shrink=0.8, label=f"share of {protocol} resamples")
     return fig
