@@ -196,8 +196,10 @@ def layer_claim(summary: pd.DataFrame, pooling: str, frequencies: pd.DataFrame |
     Significant results: the across-cells Wilcoxon test of selected − last (p < ``alpha`` with a positive median),
     and cells where the selected layer beats the last after Holm. Supported when both exist and, for at least one
     model, two datasets select distinct layers beyond selection noise (``dataset_dependence``); partly supported
-    with either significant result alone. The effect is the median difference across cells; its MDE the median
-    per-cell MDE.
+    with either significant result alone. The effect is the median difference across cells (points) with its
+    bootstrap interval; its MDE is the median, over the cells where the selected layer is not the last, of the
+    smallest difference that cell's McNemar test detects (the resolution of one comparison): when the interval of
+    the typical difference lies within it, the gains are below what this study could see in any cell.
     """
     f = layer_facts(summary, pooling, frequencies, alpha)
     across = f["wilcoxon_p"] < alpha and f["median_difference"] > 0
