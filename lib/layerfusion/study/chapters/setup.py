@@ -86,6 +86,11 @@ def mde_grid(study: Study) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["dataset", "items"])
 
 
+POWER_FORMATS = {key: ".1f" for key in ("mde_test_min", "mde_test_max", "mde_validation_min", "mde_validation_max",
+                                        "mde_cv_min", "mde_cv_max")}
+"""How the prose shows ``power_facts`` (MDEs to a tenth of a point)."""
+
+
 def power_facts(table: pd.DataFrame, config: StudyConfig) -> dict[str, Any]:
     """The numbers the setup chapter's prose quotes: the test and validation MDE ranges over datasets (points), the
     level, the power and the planning discordance range."""
