@@ -120,3 +120,14 @@ def test_selection_stability_figure_marks_the_selected_layer_of_each_cell(analys
         assert list(ys) == list(range(len(datasets)))
     assert fig.get_size_inches()[0] <= 8
     matplotlib.pyplot.close(fig)
+
+
+def test_plan_check_sets_the_observed_discordance_beside_the_plan(analysis):
+    study, result, _ = analysis
+    check = layer_analysis.plan_check(result.summary, "mean", {"sst2": 0.1}).set_index("dataset")
+    moved = result.summary[(result.summary["pooling"] == "mean") & ~result.summary["best_is_last"]]
+    for dataset, grp in moved.groupby("dataset"):
+        assert check.loc[dataset, "cells"] == len(grp)
+        assert check.loc[dataset, "observed discordance"] == round(grp["discordance_best_last"].median(), 3)
+    assert check["planned discordance"].get("sst2", 0.1) == 0.1
+    assert np.isnan(check["planned discordance"].get("r8", np.nan))

@@ -363,6 +363,18 @@ def summary_table(summary: pd.DataFrame, pooling: str) -> pd.DataFrame:
     }).reset_index(drop=True)
 
 
+def plan_check(summary: pd.DataFrame, pooling: str, planned: dict[str, float]) -> pd.DataFrame:
+    """Per dataset, the discordance between the selected and the last layer on test as observed (median over the
+    models whose selected layer is not the last) beside the planning rate of the profile (``power.discordance``),
+    and the median MDE achieved (points): the numbers to plan the next run with."""
+    df = summary[(summary["pooling"] == pooling) & ~summary["best_is_last"]]
+    grouped = df.groupby("dataset", sort=False)
+    out = pd.DataFrame({"cells": grouped.size(), "observed discordance": grouped["discordance_best_last"].median(),
+                        "MDE achieved (points)": grouped["mde_best_last"].median() * 100})
+    out.insert(1, "planned discordance", [planned.get(d, float("nan")) for d in out.index])
+    return out.round(3).reset_index()
+
+
 def protocol_table(protocols: pd.DataFrame) -> pd.DataFrame:
     """The protocol comparison for reading: per model x dataset, each protocol's chosen layer, how often its modal
     layer is chosen under resampling, the entropy of the choice, the chosen layer's test accuracy and the fit time."""
