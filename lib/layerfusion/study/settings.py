@@ -2,8 +2,9 @@
 
 A profile is read here and nowhere else. Every block of the file has its own frozen dataclass (``StudyConfig`` at the
 top, ``Subsample``, ``ProbeSettings``, ``SelectionSettings``, ``PowerSettings``, ``AuthorsProtocol``,
-``GreedySettings``, ``FusionSettings``, ``OverheadSettings`` inside it); every key at every depth is checked against the dataclass it fills, so a misspelt
-key is an error naming its dotted path (``probe.Cz``) and the keys allowed there. Values are checked as they enter.
+``GreedySettings``, ``FusionSettings``, ``OverheadSettings`` inside it); every key at every depth is checked against
+the dataclass it fills, so a misspelt key is an error naming its dotted path (``probe.Cz``) and the keys allowed
+there. Values are checked as they enter.
 
 Defaults have one source. A knob that an engine class also has (the probe's C grid, the fusion classifier's epochs,
 the extraction token budget) defaults to that class's own default, read from its signature; the knobs only the study
