@@ -205,8 +205,8 @@ def mcnemar_power(n: int, discordance: float, delta: float, alpha: float = 0.05)
     """Power of the two-sided McNemar test at level ``alpha`` on ``n`` paired items, for an accuracy difference
     ``delta`` between two classifiers whose discordant-pair rate is ``discordance`` (``psi``).
 
-    The normal approximation of Connor (1987): power = Phi((sqrt(n) |delta| - z_{1-alpha/2} sqrt(psi)) /
-    sqrt(psi - delta^2)). A difference can never exceed the discordance (every discordant pair would favour one
+    The normal approximation of Connor (1987):
+    ``power = Phi((sqrt(n) abs(delta) - z_{1-alpha/2} sqrt(psi)) / sqrt(psi - delta^2))``. A difference can never exceed the discordance (every discordant pair would favour one
     classifier), so ``|delta| > psi`` is an error; ``delta = 0`` or ``psi = 0`` gives no power beyond the size of
     the test's one tail (``alpha / 2``).
     """
