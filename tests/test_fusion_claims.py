@@ -13,25 +13,7 @@ from scipy.stats import norm
 from layerfusion.study import claims, fusion_stats
 from layerfusion.study.settings import ProfileError, RobustnessSettings, StudyConfig
 
-MODELS = ("w", "x", "y", "z")
-DATASETS = ("a", "b", "c", "d")
-
-
-def stability(seed_std: dict[str, tuple[float, float]], spread: tuple[float, float] = (0.02, 0.02),
-              seed: int = 0) -> pd.DataFrame:
-    """A ``stability`` table over four models and four datasets: per method, the seed std of two-model and of
-    >= 3-model combinations (each combination jittered by 20 %), and combination means spread as ``spread``."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for dataset in DATASETS:
-        for k in range(2, 5):
-            for combo in combinations(MODELS, k):
-                mean = 0.8 + rng.normal(0, spread[k >= 3])
-                for method, (few, many) in seed_std.items():
-                    rows.append({"dataset": dataset, "method": method, "combo": "+".join(combo), "k": k,
-                                 "models": list(combo), "n_seeds": 5, "test_mean": mean, "val_mean": 0.8,
-                                 "test_seed_std": (many if k >= 3 else few) * (1 + 0.2 * rng.uniform(-1, 1))})
-    return pd.DataFrame(rows)
+from claim_tables import DATASETS, MODELS, comparisons_and_pairs, stability  # noqa: E402 - test tables
 
 
 def test_paired_gain_uses_every_seed_and_is_the_mean_accuracy_difference():
@@ -90,15 +72,15 @@ def test_combination_spread_is_compared_at_an_equal_number_of_combinations():
     assert np.mean(naive) > 0.01
 
 
-def test_stand_in_verdict_rule():
-    assert claims._stand_in_verdict(True, True, False) == "supported"
-    assert claims._stand_in_verdict(True, False, True) == "partly supported"
-    assert claims._stand_in_verdict(False, False, True) == "not supported"
-    assert claims._stand_in_verdict(False, False, False) == "inconclusive"
-    assert claims._stand_in_excluded(-0.05, -0.01, 0.02, sign=1)
-    assert claims._stand_in_excluded(-0.01, 0.015, 0.02, sign=1)
-    assert not claims._stand_in_excluded(-0.01, 0.05, 0.02, sign=1)
-    assert claims._stand_in_excluded(0.1, 0.5, 0.2, sign=-1) and not claims._stand_in_excluded(np.nan, 1, 1)
+def test_decide_is_the_verdict_rule_with_a_combined_exclusion():
+    assert claims.decide(True, True, False) == "supported"
+    assert claims.decide(True, False, True) == "partly supported"
+    assert claims.decide(False, False, True) == "not supported"
+    assert claims.decide(False, False, False) == "inconclusive"
+    assert claims.excluded(-0.05, -0.01, 0.02, direction=1)
+    assert claims.excluded(-0.01, 0.015, 0.02, direction=1)
+    assert not claims.excluded(-0.01, 0.05, 0.02, direction=1)
+    assert claims.excluded(0.1, 0.5, 0.2, direction=-1) and not claims.excluded(np.nan, 1, 1)
 
 
 def test_stability_claim_needs_a_significant_narrowing_and_beats_the_ensemble_for_supported():
@@ -115,17 +97,6 @@ def test_stability_claim_needs_a_significant_narrowing_and_beats_the_ensemble_fo
     few = few[few["k"] == 2]
     row = claims.stability_claim(few)
     assert row["verdict"] == "inconclusive" and row["p_value"] is None and "n/a" in row["evidence"]
-
-
-def comparisons_and_pairs(gain: float, rho_sign: float, noise: float = 0.002) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rng = np.random.default_rng(2)
-    comp = pd.DataFrame([{"dataset": d, "models": ["w", "x"], "operator": op, "val_mean": 0.8 + (op == "concat") * 0.01,
-                          "gain": gain, "gain_low": gain - 0.01, "gain_high": gain + 0.01, "gain_mde": 0.014,
-                          "n_test": 900, "p_value": 1e-4 if abs(gain) > 0.015 else 0.4}
-                         for d in DATASETS for op in ("concat", "sum")])
-    pairs = pd.DataFrame([{"dataset": d, "kappa": k, "gain_over_better": rho_sign * 0.05 * k + rng.normal(0, noise)}
-                          for d in DATASETS for k in rng.uniform(0.2, 0.8, 6)])
-    return comp, pairs
 
 
 def test_fusion_claim_needs_a_winning_chosen_fusion_and_complementarity_for_supported():
@@ -197,7 +168,7 @@ def test_fusion_chapter_reuses_the_single_fits_for_the_ensemble_and_recomputes_i
     from layerfusion.study.chapters import robustness
 
     study = three_model_study
-    per_layer, summary = robustness.layer_tables(study, "mean")
+    per_layer, summary, selection = robustness.layer_tables(study, "mean")
     fits = []
     original_fit = fusion.FusionClassifier.fit
     monkeypatch.setattr(fusion.FusionClassifier, "fit", lambda self, *a, **k: fits.append(1) or original_fit(
@@ -219,8 +190,8 @@ def test_fusion_chapter_reuses_the_single_fits_for_the_ensemble_and_recomputes_i
     assert list(shown["k"]) == [2, 3, 2, 3] and "ensemble: std over seeds" in shown
 
     tables = {f"fusion_{k}": v for k, v in fused.tables().items()}
-    tables["layers_summary"], tables["layers_per_layer"] = summary, per_layer
-    tables["layers_greedy"] = summary[["model", "dataset"]].assign(chosen_test_accuracy=summary["best_test_accuracy"])
+    tables["layers_summary"], tables["layers_per_layer"], tables["layers_selection"] = summary, per_layer, selection
+    tables["layers_greedy"] = tables["fusion_greedy"].assign(model="one model")  # the same columns as the layer search
     tables["overhead_scaling"] = pd.DataFrame({"vary": ["layers", "layers"], "value": [1, 2], "seconds": [1.0, 2.0]})
     unchanged = Study(study.config, cache_dir=study.cache_dir, progress=False, transform=lambda *args: args[-1])
     same = robustness.analyse_robustness(study, tables.__getitem__, shaken=unchanged)

@@ -54,6 +54,8 @@ def test_layerwise_shapes_and_attributes(fitted):
     assert est.n_iter_.shape == (L, 3) and (est.n_iter_ > 0).all()
     np.testing.assert_allclose(est.val_scores_, (est.val_predictions_ == yva).mean(axis=1))
     np.testing.assert_allclose(est.val_scores_, est.val_scores_per_C_.max(axis=1))
+    assert est.selection_correct_.shape == (L, 3, n_val) and est.n_splits_ == 0
+    np.testing.assert_allclose(est.selection_correct_.mean(axis=2), est.val_scores_per_C_)
 
 
 def test_layerwise_picks_C_by_validation_ties_to_smaller(fitted):
@@ -166,6 +168,46 @@ def test_layerwise_rejects_bad_input(call, match):
     X, y = _layered(n=60, d=6, classes=2, layers=2)
     with pytest.raises(ValueError, match=match):
         call(X, y)
+
+
+def test_layerwise_cross_validation_is_a_loop_over_folds_then_a_refit():
+    """cv=k scores every (layer, C) on each fold's held-out rows as a validation fit would, chooses C per layer by
+    out-of-fold accuracy, and refits each layer on all rows with that C (as LogisticRegressionCV)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    X, y = _layered(n=240, d=12, classes=3, layers=3, seed=5)
+    Cs = (0.01, 0.1, 1.0)
+    est = probe.LayerwiseProbe(Cs=Cs, max_iter=300, cv=3, random_state=7).fit(X, y)
+    folds = StratifiedKFold(3, shuffle=True, random_state=7).split(X[:, 0], y)
+    correct = np.zeros((3, 3, len(y)), dtype=bool)
+    for train, held in folds:
+        fold = probe.LayerwiseProbe(Cs=Cs, max_iter=300).fit(X[train], y[train], X[held], y[held])
+        correct[:, :, held] = fold.selection_correct_
+    np.testing.assert_array_equal(est.selection_correct_, correct)
+    np.testing.assert_allclose(est.val_scores_per_C_, correct.mean(axis=2))
+    assert est.n_splits_ == 3 and est.val_predictions_.shape == (3, len(y))
+    np.testing.assert_allclose(est.val_scores_, (est.val_predictions_ == y).mean(axis=1))
+    for layer in range(3):
+        first_best = np.flatnonzero(est.val_scores_per_C_[layer] == est.val_scores_per_C_[layer].max())[0]
+        assert est.best_C_[layer] == Cs[first_best]
+        alone = probe.LayerwiseProbe(Cs=(est.best_C_[layer],), max_iter=300).fit(X[:, layer:layer + 1], y)
+        np.testing.assert_allclose(est.coef_[layer], alone.coef_[0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(est.predict(X)[layer], alone.predict(X[:, layer:layer + 1])[0])
+        assert est.n_iter_[layer, first_best] > 0 and est.n_iter_[layer].sum() == est.n_iter_[layer, first_best]
+    splitter = probe.LayerwiseProbe(Cs=Cs, max_iter=300, cv=StratifiedKFold(3, shuffle=True, random_state=7)).fit(X, y)
+    np.testing.assert_array_equal(splitter.selection_correct_, est.selection_correct_)
+
+
+def test_layerwise_cross_validation_input_checks():
+    from sklearn.model_selection import ShuffleSplit
+
+    X, y = _layered(n=90, d=6, classes=2, layers=2)
+    with pytest.raises(ValueError, match="pass validation data .* or set cv, not both"):
+        probe.LayerwiseProbe(cv=3).fit(X, y, X, y)
+    with pytest.raises(ValueError, match="held-out folds cover every row"):
+        probe.LayerwiseProbe(cv=ShuffleSplit(2, test_size=0.2, random_state=0)).fit(X, y)
+    with pytest.raises(ValueError, match="cv must be a positive integer"):
+        probe.LayerwiseProbe(cv=0).fit(X, y)
 
 
 def test_layerwise_predict_checks(fitted):

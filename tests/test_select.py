@@ -148,3 +148,38 @@ def test_greedy_forward_input_checks():
         select.greedy_forward(["a", "b"], score, cost={"a": 1.0})
     with pytest.raises(ValueError, match="finite"):
         select.greedy_forward(["a"], lambda units: float("nan"))
+
+
+def test_selection_frequencies_follow_the_margin_between_layers():
+    rng = np.random.default_rng(1)
+    n = 300
+    # layer 0: 60 % right; layer 1: 90 % right at the second C only; layer 2: 89 % right (close to layer 1)
+    correct = np.zeros((3, 2, n), dtype=bool)
+    correct[0, :] = rng.random(n) < 0.6
+    correct[1, 1] = rng.random(n) < 0.9
+    correct[2, :] = rng.random(n) < 0.89
+    freq = select.selection_frequencies(correct, n_boot=400, random_state=0)
+    assert freq.shape == (3,) and freq.sum() == pytest.approx(1.0)
+    assert freq[0] == 0.0 and freq[1] > 0.1 and freq[2] > 0.1
+    # a clear winner is chosen on every resample; the same seed gives the same frequencies
+    correct[1, 1] = True
+    assert select.selection_frequencies(correct, n_boot=200).tolist() == [0.0, 1.0, 0.0]
+    np.testing.assert_array_equal(select.selection_frequencies(correct, 50, 3), select.selection_frequencies(
+        correct, 50, 3))
+
+
+def test_selection_frequencies_break_ties_like_best_layer():
+    # identical layers: every resample ties, and the tie goes to the shallower layer, as best_layer's
+    row = np.array([1, 0, 1, 1, 0, 1], dtype=bool)
+    correct = np.stack([row, row, row])
+    assert select.selection_frequencies(correct, n_boot=100).tolist() == [1.0, 0.0, 0.0]
+    assert select.best_layer(correct.mean(axis=1)) == 0
+
+
+def test_selection_frequencies_input_checks():
+    with pytest.raises(ValueError, match="shape"):
+        select.selection_frequencies(np.zeros(5, dtype=bool))
+    with pytest.raises(ValueError, match="0/1"):
+        select.selection_frequencies(np.full((2, 4), 0.5))
+    with pytest.raises(ValueError, match="n_boot"):
+        select.selection_frequencies(np.zeros((2, 4), dtype=bool), n_boot=0)

@@ -149,3 +149,27 @@ def test_a_named_profile_must_declare_its_own_name(tmp_path, monkeypatch):
     with pytest.raises(ProfileError, match="declares 'other'; make it 'renamed'"):
         settings.read(path, "renamed")
     assert settings.read(path)["profile"] == "other"
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda r: r.update(selection={"protocol": "loo"}), r"selection\.protocol: must be one of \['validation', 'cv'\]"),
+    (lambda r: r.update(selection={"folds": 1}), r"selection\.folds: cross-validation needs at least 2 folds"),
+    (lambda r: r.update(power={"discordance": {"sst2": 0.0}}), r"power\.discordance\.sst2: a discordance rate"),
+    (lambda r: r.update(power={"discordance": {"sst3": 0.1}}), r"power\.discordance\.sst3: not one of the profile"),
+    (lambda r: r.update(power={"discordance_grid": [0.1, 2]}), r"power\.discordance_grid\[1\]: a discordance"),
+    (lambda r: r.update(power={"power": 1.0}), r"power\.power: must lie strictly between 0 and 1"),
+    (lambda r: r.update(authors_protocol={"seeds": [1, 1]}), r"authors_protocol\.seeds: lists a seed twice"),
+])
+def test_selection_power_and_seed_settings_are_checked(tmp_path, edit, expected):
+    raw = json.loads(json.dumps(SMALL))
+    edit(raw)
+    with pytest.raises(ProfileError, match=expected):
+        StudyConfig.from_profile(write(tmp_path, "bad.yaml", raw))
+
+
+def test_shipped_profiles_plan_power_for_every_dataset_and_state_their_protocol():
+    for name in settings.available():
+        cfg = StudyConfig.from_profile(name)
+        assert set(cfg.datasets) <= set(cfg.power.discordance), f"params/{name}.yaml: a planning rate per dataset"
+        assert cfg.selection.protocol in settings.PROTOCOLS
+    assert len(StudyConfig.from_profile("default").authors_protocol.seeds) >= 5

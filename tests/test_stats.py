@@ -148,3 +148,67 @@ def test_mean_std_and_format():
     assert stats.format_mean_std([0.9], digits=2) == "90.00"
     with pytest.raises(ValueError, match="values"):
         stats.mean_std([])
+
+
+def test_discordance_counts_items_exactly_one_classifier_gets_right():
+    y = np.array([0, 1, 1, 0, 1])
+    a = np.array([0, 1, 0, 1, 1])  # right on 0, 1, 4
+    b = np.array([0, 0, 1, 1, 1])  # right on 0, 2, 4
+    assert stats.discordance(y, a, b) == pytest.approx(2 / 5)  # items 1 and 2
+    assert stats.discordance(y, a, a) == 0.0
+
+
+def test_mcnemar_mde_is_the_root_of_connors_equation():
+    mde = stats.mcnemar_mde(872, 0.10)
+    assert mde == pytest.approx(0.030, abs=0.0005)
+    assert stats.mcnemar_power(872, 0.10, mde) == pytest.approx(0.8, abs=1e-9)
+    for n, psi, power in ((500, 0.2, 0.9), (3554, 0.05, 0.8), (100, 0.5, 0.6), (50, 0.3, 0.3)):
+        delta = stats.mcnemar_mde(n, psi, power=power)
+        assert 0 < delta <= psi
+        assert stats.mcnemar_power(n, psi, delta) == pytest.approx(power, abs=1e-9)
+        assert n * delta**2 == pytest.approx((1.959964 * np.sqrt(psi) + stats.norm.ppf(power)
+                                              * np.sqrt(psi - delta**2)) ** 2, rel=1e-5)
+    # more items or fewer discordant pairs: a smaller detectable difference
+    assert stats.mcnemar_mde(3554, 0.10) < stats.mcnemar_mde(872, 0.10) < stats.mcnemar_mde(872, 0.20)
+
+
+def test_mcnemar_mde_is_nan_when_nothing_is_detectable():
+    assert np.isnan(stats.mcnemar_mde(872, 0.0))
+    assert np.isnan(stats.mcnemar_mde(3, 0.5))        # n <= z^2: no difference is ever significant
+    assert np.isnan(stats.mcnemar_mde(20, 0.02))      # even delta = psi would be missed too often
+    assert stats.mcnemar_power(20, 0.02, 0.02) < 0.8
+
+
+def test_mcnemar_power_agrees_with_a_simulation_of_the_test():
+    """Draw paired correctness with discordance psi and difference delta; count how often McNemar rejects."""
+    rng = np.random.default_rng(0)
+    n, psi = 872, 0.10
+    delta = stats.mcnemar_mde(n, psi)
+    reps = 1500
+    counts = rng.multinomial(n, [(psi + delta) / 2, (psi - delta) / 2, 1 - psi], size=reps)
+    y = np.zeros(n, dtype=int)
+    rejected = 0
+    for n10, n01, _ in counts:
+        a = np.ones(n, dtype=int)   # a wrong everywhere, b right everywhere, then concordant items fixed below
+        b = np.zeros(n, dtype=int)
+        a[:n10], b[:n10] = 0, 1      # a right, b wrong
+        a[n10 + n01:], b[n10 + n01:] = 0, 0  # both right
+        rejected += stats.mcnemar(y, a, b).p_value < 0.05
+    assert rejected / reps == pytest.approx(0.8, abs=0.05)
+    # and at no difference the test keeps its level
+    null = rng.multinomial(n, [psi / 2, psi / 2, 1 - psi], size=reps)
+    false = sum(stats.mcnemar(y, np.r_[np.zeros(n10), np.ones(n01), np.zeros(n - n10 - n01)].astype(int),
+                              np.r_[np.ones(n10), np.zeros(n01), np.zeros(n - n10 - n01)].astype(int)).p_value < 0.05
+                for n10, n01, _ in null)
+    assert false / reps < 0.07
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: stats.mcnemar_power(100, 0.1, 0.2), "exceeds the discordance"),
+    (lambda: stats.mcnemar_mde(0, 0.1), "n must be a positive integer"),
+    (lambda: stats.mcnemar_mde(100, 1.5), "discordance must be a rate"),
+    (lambda: stats.mcnemar_mde(100, 0.1, power=1.0), "power must lie strictly between 0 and 1"),
+])
+def test_power_input_checks(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

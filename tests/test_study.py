@@ -34,48 +34,6 @@ def test_profile_overrides_win_and_unknown_profile_is_named():
         StudyConfig.from_profile("nope")
 
 
-def _summary(best_is_last: list[bool], p: list[float], delta: list[float], depth: list[float]) -> pd.DataFrame:
-    n = len(best_is_last)
-    return pd.DataFrame({
-        "model": [f"m{i % 2}" for i in range(n)], "dataset": [f"d{i}" for i in range(n)], "pooling": "mean",
-        "best_is_last": best_is_last, "p_best_vs_last_holm": p, "delta_best_minus_last": delta,
-        "best_rel_depth": depth, "best_layer": [3] * n, "last_layer": [5] * n, "n_layers": [6] * n,
-        "best_test_accuracy": [0.8] * n, "best_test_low": [0.75] * n, "best_test_high": [0.85] * n,
-        "last_test_accuracy": [0.7] * n, "n_tied_with_best": [2] * n,
-    })
-
-
-def test_layer_claim_rules():
-    supported = claims.layer_claim(_summary([False] * 4, [0.01, 0.2, 0.3, 0.5], [0.1] * 4, [0.3, 0.6, 0.8, 0.5]),
-                                   "mean")
-    assert supported["verdict"] == "supported" and "4/4" in supported["evidence"]
-    no_sig = claims.layer_claim(_summary([False] * 4, [0.5] * 4, [0.01] * 4, [0.3, 0.6, 0.8, 0.5]), "mean")
-    assert no_sig["verdict"] == "partly supported"
-    last = claims.layer_claim(_summary([True] * 4, [1.0] * 4, [0.0] * 4, [1.0] * 4), "mean")
-    assert last["verdict"] == "not supported"
-
-
-def test_layer_prose_and_claim_quote_the_same_numbers():
-    """The chapter's headline is ``claims.layer_facts`` rounded, and the verdict's evidence quotes those facts."""
-    summary = _summary([False, True, False, False], [0.01, 0.2, 0.03, 0.5], [0.1, 0.0, 0.2, -0.1], [0.3, 1.0, 0.8, 0.5])
-    summary = pd.concat([summary, summary.assign(pooling="last", best_is_last=True)], ignore_index=True)
-    facts = claims.layer_facts(summary, "mean")
-    assert layer_analysis.headline(summary, "mean") == {k: round(v, 3) if isinstance(v, float) else v
-                                                        for k, v in facts.items()}
-    evidence = claims.layer_claim(summary, "mean")["evidence"]
-    assert f"not the last in {facts['n_not_last']}/{facts['n_cells']}" in evidence
-    assert f"significantly better than the last in {facts['n_significant']}/{facts['n_cells']}" in evidence
-    assert facts["n_cells"] == 4 and facts["n_not_last"] == 3 and facts["n_significant"] == 2
-    assert claims.layer_facts(summary, "last")["n_not_last"] == 0
-
-
-def test_overhead_claim_reads_slopes():
-    scaling = pd.DataFrame({"vary": ["layers"] * 3 + ["models"] * 2, "value": [1, 5, 9, 1, 2],
-                            "seconds": [1.0, 2.0, 3.0, 10.0, 20.0]})
-    row = claims.overhead_claim(scaling)
-    assert row["verdict"] == "supported" and "×3.00" in row["evidence"]
-    scaling["seconds"] = [3.0, 2.0, 1.0, 10.0, 20.0]
-    assert claims.overhead_claim(scaling)["verdict"] == "not supported"
 
 
 def test_layer_summary_from_arrays_picks_validation_best_and_tests_last():
@@ -84,18 +42,20 @@ def test_layer_summary_from_arrays_picks_validation_best_and_tests_last():
     noisy = lambda y, p: np.where(rng.random(y.size) < p, y, 1 - y)  # noqa: E731
     val_pred = np.stack([noisy(y_val, p) for p in (0.5, 0.95, 0.6)])
     test_pred = np.stack([noisy(y_te, p) for p in (0.5, 0.95, 0.6)])
-    arrays = {"layers": np.arange(3), "y_te": y_te, "y_val": y_val, "val_pred": val_pred, "test_pred": test_pred,
-              "val_scores": (val_pred == y_val).mean(axis=1)}
+    arrays = {"layers": np.arange(3), "y_te": y_te, "y_sel": y_val, "sel_pred": val_pred, "test_pred": test_pred,
+              "sel_scores": (val_pred == y_val).mean(axis=1)}
     row = layer_analysis.summarise("m", "d", "mean", arrays)
     assert row["best_layer"] == 1 and row["last_layer"] == 2 and not row["best_is_last"]
     assert row["p_best_vs_last"] < 1e-6 and row["delta_best_minus_last"] > 0.2
     assert row["best_test_low"] <= row["best_test_accuracy"] <= row["best_test_high"]
+    assert row["discordance_best_last"] == np.mean((test_pred[1] == y_te) != (test_pred[2] == y_te))
+    assert row["mde_best_last"] == layer_analysis.stats.mcnemar_mde(300, row["discordance_best_last"])
     table = layer_analysis.summary_table(pd.DataFrame([{**row, "p_best_vs_last_holm": row["p_best_vs_last"]}]),
                                          "mean")
-    assert table.loc[0, "best layer"] == "1 / 2"
+    assert table.loc[0, "selected / last layer"] == "1 / 2"
     facts = layer_analysis.headline(pd.DataFrame([{**row, "p_best_vs_last_holm": 0.001}]), "mean")
-    assert facts == {"n_cells": 1, "n_not_last": 1, "n_significant": 1, "median_best_rel_depth": 0.5,
-                     "max_depth_range_across_datasets": 0.0, "n_models": 1, "n_models_depth_varies": 0}
+    assert (facts["n_cells"], facts["n_not_last"], facts["n_significant"]) == (1, 1, 1)
+    assert facts["median_mde"] == round(row["mde_best_last"] * 100, 3)
 
 
 def test_accuracy_vs_cost_sums_the_models_fused():

@@ -1,7 +1,8 @@
 """Linear probes on frozen embeddings: L2 logistic regression on every layer at once, and on one matrix.
 
 ``LayerwiseProbe`` fits multinomial logistic regression with an L2 penalty on all layers and all values of ``C`` as
-one batched problem (``layerfusion.solver``) and keeps, per layer, the ``C`` with the best validation accuracy. Its
+one batched problem (``layerfusion.solver``) and keeps, per layer, the ``C`` with the best validation accuracy, or
+the best cross-validated accuracy (``cv``). Its
 objective is scikit-learn's ``LogisticRegression(C=C)`` on features standardised with the training mean and standard
 deviation, so results agree with ``make_pipeline(StandardScaler(), LogisticRegression(C=C))``. ``LogisticProbe`` is
 the same solver on one (n, d) matrix as a scikit-learn classifier (greedy layer selection and fusion search use it
@@ -12,6 +13,7 @@ Arrays in and out are numpy; torch stays inside the solver and these estimators.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import StratifiedKFold, check_cv
 from tqdm.auto import tqdm
 
 from layerfusion import checks, solver
@@ -41,31 +44,42 @@ def _check_Cs(Cs: Any) -> np.ndarray:
 
 
 class LayerwiseProbe(BaseEstimator):
-    """L2 logistic regression on every layer at once, ``C`` chosen per layer by validation accuracy.
+    """L2 logistic regression on every layer at once, ``C`` chosen per layer on held-out items.
 
     Parameters: ``Cs`` the grid of inverse penalty strengths (as sklearn's ``C``); ``max_iter`` L-BFGS iterations
-    per (layer, C); ``tol`` stopping tolerance (see ``solver.fit_lbfgs``); ``layer_chunk`` layers converted to
-    float32 and fitted together (None: as many as fit in 256 MiB with their solver state); ``device`` torch
-    device ("cpu", "cuda"); ``dtype`` compute precision ("float32" or "float64"); ``random_state`` accepted for a
-    uniform interface, unused because the solver (zero start, deterministic line search) has no randomness;
-    ``progress`` shows a bar over chunks.
+    per (layer, C); ``tol`` stopping tolerance (see ``solver.fit_lbfgs``); ``cv`` None to choose on validation data
+    passed to ``fit``, else cross-validation: an int (that many stratified folds, shuffled with ``random_state``) or
+    a scikit-learn splitter (``StratifiedKFold(5)`` for scikit-learn's unshuffled folds); ``layer_chunk`` layers
+    converted to float32 and fitted together (None: as many as fit in 256 MiB with their solver state); ``device``
+    torch device ("cpu", "cuda"); ``dtype`` compute precision ("float32" or "float64"); ``random_state`` the fold
+    shuffle (the solver itself, zero start and deterministic line search, has no randomness); ``progress`` shows a
+    bar over chunks.
 
-    Validation ties between values of ``C`` go to the smaller ``C`` (the stronger penalty, the simpler model).
-    Fitted attributes (L = layers): ``classes_``, ``Cs_`` (sorted grid), ``best_C_`` (L,), ``val_scores_`` (L,),
-    ``val_scores_per_C_`` (L, len(Cs)), ``val_predictions_`` (L, n_val), ``n_iter_`` (L, len(Cs)),
-    ``coef_`` (L, d, K) and ``intercept_`` (L, K) on standardised features (K = 1 for two classes, else the number
-    of classes), ``mean_`` and ``scale_`` (L, d) the training standardisation.
+    With ``cv``, ``fit(X, y)`` works as scikit-learn's ``LogisticRegressionCV``: every (layer, C) is fitted on each
+    fold's training rows and scored on its held-out rows, C is chosen per layer by out-of-fold accuracy, and every
+    layer is refitted on all rows with its chosen C. Ties between values of ``C`` go to the smaller ``C`` (the
+    stronger penalty, the simpler model) in both modes.
+
+    Fitted attributes (L = layers; the selection items are the validation items, or every row out of fold):
+    ``classes_``, ``Cs_`` (sorted grid), ``best_C_`` (L,), ``val_scores_`` (L,) selection accuracy at the chosen
+    C, ``val_scores_per_C_`` (L, len(Cs)), ``val_predictions_`` (L, n_sel) at the chosen C,
+    ``selection_correct_`` (L, len(Cs), n_sel) whether each (layer, C) got each selection item right (what
+    ``select.selection_frequencies`` resamples), ``n_splits_`` (0 without ``cv``), ``n_iter_`` (L, len(Cs)) of the
+    fits behind ``coef_`` (with ``cv``: the refit, only the chosen C's column non-zero), ``n_unconverged_`` fits
+    that stopped at ``max_iter``, ``coef_`` (L, d, K) and ``intercept_`` (L, K) on standardised features (K = 1 for
+    two classes, else the number of classes), ``mean_`` and ``scale_`` (L, d) the training standardisation.
 
     A scikit-learn estimator in its API (parameters, cloning, tags), not a drop-in classifier: ``X`` is (n, L, d) and
     every method answers per layer, so scikit-learn's data checks run on ``LogisticProbe``, this solver on one layer.
     """
 
     def __init__(self, Cs: Sequence[float] = DEFAULT_CS, max_iter: int = 200, tol: float = 1e-6,
-                 layer_chunk: int | None = None, device: str = "cpu", dtype: Any = "float32",
-                 random_state: int | None = 0, progress: bool = False) -> None:
+                 cv: int | Any | None = None, layer_chunk: int | None = None, device: str = "cpu",
+                 dtype: Any = "float32", random_state: int | None = 0, progress: bool = False) -> None:
         self.Cs = Cs
         self.max_iter = max_iter
         self.tol = tol
+        self.cv = cv
         self.layer_chunk = layer_chunk
         self.device = device
         self.dtype = dtype
@@ -73,76 +87,134 @@ class LayerwiseProbe(BaseEstimator):
         self.progress = progress
 
     def fit(self, X_train: Any, y_train: Any, X_val: Any = None, y_val: Any = None) -> LayerwiseProbe:
-        """Fit every (layer, C) on ``X_train`` (n, L, d); pick C per layer on ``X_val`` (n_val, L, d).
+        """Fit every (layer, C) on ``X_train`` (n, L, d); pick C per layer on ``X_val`` (n_val, L, d), or by
+        cross-validation on ``X_train`` when ``cv`` is set (then pass no validation data).
 
-        Validation data may be left out only when ``Cs`` holds a single value (then ``val_scores_`` is NaN).
+        Without ``cv``, validation data may be left out only when ``Cs`` holds a single value (then ``val_scores_``
+        is NaN).
         """
         Cs = _check_Cs(self.Cs)
-        max_iter = checks.positive_int(self.max_iter, "max_iter")
+        checks.positive_int(self.max_iter, "max_iter")
         if not float(self.tol) > 0:
             raise ValueError(f"tol must be a positive number, got {self.tol!r}")
-        dtype, device = solver.torch_dtype(self.dtype), torch.device(self.device)
         X = checks.features(X_train, "X_train", 3)
         y, classes = checks.class_labels(y_train, "y_train", X.shape[0])
+        codes = checks.encode(y, classes, "y_train")
         has_val = X_val is not None or y_val is not None
-        if has_val:
+        if self.cv is not None and has_val:
+            raise ValueError("pass validation data (X_val, y_val) or set cv, not both: with cv the probe chooses C "
+                             "by cross-validation on X_train")
+        n, L, d = X.shape
+        self.classes_, self.Cs_, self.n_features_in_, self.n_layers_in_ = classes, Cs, d, L
+        n_out = 1 if classes.size == 2 else classes.size
+        self.coef_ = np.zeros((L, d, n_out), dtype=np.float32)
+        self.intercept_ = np.zeros((L, n_out), dtype=np.float32)
+        self.mean_ = np.zeros((L, d), dtype=np.float32)
+        self.scale_ = np.ones((L, d), dtype=np.float32)
+        self.n_iter_ = np.zeros((L, Cs.size), dtype=np.int64)
+        self.n_unconverged_ = 0
+        if self.cv is not None:
+            positions, sel_codes = self._cross_validate(X, y, codes, Cs), codes
+        elif has_val:
             if X_val is None or y_val is None:
                 raise ValueError("pass both X_val and y_val, or neither")
             Xv = checks.features(X_val, "X_val", 3)
             if Xv.shape[1:] != X.shape[1:]:
                 raise ValueError(f"X_val has (layers, d) = {Xv.shape[1:]} but X_train has {X.shape[1:]}; "
                                  "pass the same layers of the same model")
-            yv = checks.encode(checks.labels(y_val, "y_val", Xv.shape[0]), classes, "y_val")
+            sel_codes = checks.encode(checks.labels(y_val, "y_val", Xv.shape[0]), classes, "y_val")
+            positions = np.empty((L, Cs.size, Xv.shape[0]), dtype=np.int64)
         elif Cs.size > 1:
-            raise ValueError(f"X_val and y_val are needed to choose among Cs={Cs.tolist()}; pass validation data "
-                             "or a single C")
+            raise ValueError(f"X_val and y_val are needed to choose among Cs={Cs.tolist()}; pass validation data, "
+                             "set cv, or give a single C")
+        else:
+            sel_codes, positions = np.empty(0, dtype=np.int64), np.empty((L, 1, 0), dtype=np.int64)
+        if self.cv is None:
+            self.n_splits_ = 0
+            for start, stop, theta, mean, std, n_iter in self._fit_chunks(X, codes, np.arange(L), Cs):
+                best = np.zeros(stop - start, dtype=np.int64)
+                if has_val:
+                    positions[start:stop] = self._held_out(Xv, start, stop, theta, mean, std, "X_val")
+                    best = (positions[start:stop] == sel_codes).mean(axis=2).argmax(axis=1)
+                self._keep(np.arange(start, stop), theta, best, mean, std)
+                self.n_iter_[start:stop] = n_iter
+        self.selection_correct_ = positions == sel_codes
+        self.val_scores_per_C_ = self.selection_correct_.mean(axis=2) if sel_codes.size else np.full((L, 1), np.nan)
+        best = np.nanargmax(self.val_scores_per_C_, axis=1) if sel_codes.size else np.zeros(L, dtype=np.int64)
+        self.best_C_ = Cs[best]
+        self.val_scores_ = np.take_along_axis(self.val_scores_per_C_, best[:, None], axis=1)[:, 0]
+        self.val_predictions_ = classes[np.take_along_axis(positions, best[:, None, None], axis=1)[:, 0]]
+        if self.n_unconverged_:
+            warnings.warn(f"LayerwiseProbe: {self.n_unconverged_} (layer, C) fits stopped at max_iter="
+                          f"{self.max_iter} before reaching tol={self.tol}; raise max_iter for tighter fits",
+                          ConvergenceWarning, stacklevel=2)
+        return self
+
+    def _fit_chunks(self, X: np.ndarray, codes: np.ndarray, layers: np.ndarray, Cs: np.ndarray
+                    ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]]:
+        """Fit every (layer, C) of ``X[:, layers]`` on standardised rows, a chunk of layers at a time: yields
+        (start, stop) positions in ``layers``, parameters, the chunk's mean and scale, and iterations."""
+        dtype, device = solver.torch_dtype(self.dtype), torch.device(self.device)
+        if layers.size != X.shape[1]:
+            X = X[:, layers]
         n, L, d = X.shape
-        n_out = 1 if classes.size == 2 else classes.size
-        target = torch.as_tensor(checks.encode(y, classes, "y_train"), device=device)
-        self.classes_, self.Cs_, self.n_features_in_ = classes, Cs, d
-        self.n_layers_in_ = L
-        self.coef_ = np.zeros((L, d, n_out), dtype=np.float32)
-        self.intercept_ = np.zeros((L, n_out), dtype=np.float32)
-        self.mean_ = np.zeros((L, d), dtype=np.float32)
-        self.scale_ = np.ones((L, d), dtype=np.float32)
-        self.n_iter_ = np.zeros((L, Cs.size), dtype=np.int64)
-        self.val_scores_per_C_ = np.full((L, Cs.size), np.nan)
-        self.val_predictions_ = np.empty((L, Xv.shape[0] if has_val else 0), dtype=classes.dtype)
+        n_out = self.coef_.shape[2]
+        target = torch.as_tensor(codes, device=device)
         chunk = solver.layer_chunk(X, self.layer_chunk, torch.empty(0, dtype=dtype).element_size(),
-                             n_params=Cs.size * n_out * (d + 1), n_logits=n * Cs.size * n_out)
-        unfinished = 0
+                                   n_params=Cs.size * n_out * (d + 1), n_logits=n * Cs.size * n_out)
         for start in tqdm(range(0, L, chunk), desc="probe chunks", disable=not self.progress):
             stop = min(start + chunk, L)
             Xc = solver.load_chunk(X, start, stop, device, dtype, "X_train")
             mean, std = solver.moments(Xc)
             Xc.sub_(mean).div_(std)
-            theta, n_iter, stuck = solver.fit_lbfgs(Xc, target, n_out, Cs, max_iter, float(self.tol))
+            theta, n_iter, stuck = solver.fit_lbfgs(Xc, target, n_out, Cs, int(self.max_iter), float(self.tol))
             del Xc
-            best = np.zeros(stop - start, dtype=np.int64)
-            if has_val:
-                Vc = solver.load_chunk(Xv, start, stop, device, dtype, "X_val").sub_(mean).div_(std)
-                pos = solver.positions(solver.logits(Vc, theta)).cpu().numpy()
-                del Vc
-                correct = pos == yv[None, :, None]
-                self.val_scores_per_C_[start:stop] = correct.mean(axis=1)
-                best = self.val_scores_per_C_[start:stop].argmax(axis=1)
-                picked = np.take_along_axis(pos, best[:, None, None], axis=2)[..., 0]
-                self.val_predictions_[start:stop] = classes[picked]
-            rows = torch.arange(stop - start, device=theta.device)
-            chosen = theta[rows, torch.as_tensor(best, device=theta.device)]
-            self.coef_[start:stop] = chosen[..., :d].transpose(1, 2).cpu().numpy()
-            self.intercept_[start:stop] = chosen[..., d].cpu().numpy()
-            self.mean_[start:stop] = mean[:, 0].cpu().numpy()
-            self.scale_[start:stop] = std[:, 0].cpu().numpy()
-            self.n_iter_[start:stop] = n_iter
-            unfinished += int(stuck.sum())
-        self.best_C_ = Cs[np.nanargmax(self.val_scores_per_C_, axis=1)] if has_val else np.full(L, Cs[0])
-        self.val_scores_ = (self.val_scores_per_C_.max(axis=1) if has_val else np.full(L, np.nan))
-        if unfinished:
-            warnings.warn(f"LayerwiseProbe: {unfinished} of {L * Cs.size} (layer, C) fits stopped at "
-                          f"max_iter={max_iter} before reaching tol={self.tol}; raise max_iter for tighter fits",
-                          ConvergenceWarning, stacklevel=2)
-        return self
+            self.n_unconverged_ += int(stuck.sum())
+            yield start, stop, theta, mean, std, n_iter
+
+    def _held_out(self, X: np.ndarray, start: int, stop: int, theta: torch.Tensor, mean: torch.Tensor,
+                  std: torch.Tensor, arg: str) -> np.ndarray:
+        """Predicted class positions (layers, Cs, n) of held-out rows ``X`` under every (layer, C) of a chunk."""
+        Xc = solver.load_chunk(X, start, stop, torch.device(self.device), solver.torch_dtype(self.dtype), arg)
+        return solver.positions(solver.logits(Xc.sub_(mean).div_(std), theta)).cpu().numpy().transpose(0, 2, 1)
+
+    def _keep(self, layers: np.ndarray, theta: torch.Tensor, best: np.ndarray, mean: torch.Tensor,
+              std: torch.Tensor) -> None:
+        """Store the parameters of C position ``best`` (one per layer) and the standardisation of ``layers``."""
+        rows = torch.arange(len(layers), device=theta.device)
+        chosen = theta[rows, torch.as_tensor(best, device=theta.device)]
+        d = self.coef_.shape[1]
+        self.coef_[layers] = chosen[..., :d].transpose(1, 2).cpu().numpy()
+        self.intercept_[layers] = chosen[..., d].cpu().numpy()
+        self.mean_[layers] = mean[:, 0].cpu().numpy()
+        self.scale_[layers] = std[:, 0].cpu().numpy()
+
+    def _cross_validate(self, X: np.ndarray, y: np.ndarray, codes: np.ndarray, Cs: np.ndarray) -> np.ndarray:
+        """Out-of-fold predicted positions (L, Cs, n) of every (layer, C), then the refit of every layer on all rows
+        with its chosen C (layers grouped by C, so each layer is fitted once)."""
+        if isinstance(self.cv, numbers.Integral) and not isinstance(self.cv, bool):
+            splitter = StratifiedKFold(n_splits=checks.positive_int(self.cv, "cv"), shuffle=True,
+                                       random_state=self.random_state)
+        else:
+            splitter = check_cv(self.cv, y, classifier=True)
+        n, L, _ = X.shape
+        positions = np.full((L, Cs.size, n), -1, dtype=np.int64)
+        self.n_splits_ = 0
+        for train, held in splitter.split(np.zeros((n, 1)), y):
+            self.n_splits_ += 1
+            X_held = X[held]
+            for start, stop, theta, mean, std, _ in self._fit_chunks(X[train], codes[train], np.arange(L), Cs):
+                positions[start:stop, :, held] = self._held_out(X_held, start, stop, theta, mean, std, "X_train")
+        if (positions < 0).any():
+            raise ValueError(f"cv={self.cv!r} left some rows out of every held-out fold; use a splitter whose "
+                             "held-out folds cover every row once (k-fold)")
+        best = (positions == codes).mean(axis=2).argmax(axis=1)
+        for c in np.unique(best):
+            layers = np.flatnonzero(best == c)
+            for start, stop, theta, mean, std, n_iter in self._fit_chunks(X, codes, layers, Cs[c:c + 1]):
+                self._keep(layers[start:stop], theta, np.zeros(stop - start, dtype=np.int64), mean, std)
+                self.n_iter_[layers[start:stop], c] = n_iter[:, 0]
+        return positions
 
     def _check_fitted_input(self, X: Any, arg: str) -> np.ndarray:
         checks.fitted(self, "fit(X_train, y_train, X_val, y_val)")

@@ -1,8 +1,9 @@
 """Layer and unit selection on validation data only; the caller touches the test split once, afterwards.
 
 ``best_layer`` / ``top_k`` rank layers by validation score, ``indistinguishable_from_best`` says which layers the
-validation data cannot tell apart from the best (McNemar + Holm), and ``greedy_forward`` builds a set of units
-(layers or model-layer pairs) step by step under an optional cost budget.
+validation data cannot tell apart from the best (McNemar + Holm), ``selection_frequencies`` says how often each
+layer would be chosen if the selection items were drawn again (bootstrap), and ``greedy_forward`` builds a set of
+units (layers or model-layer pairs) step by step under an optional cost budget.
 """
 
 from __future__ import annotations
@@ -75,6 +76,45 @@ def indistinguishable_from_best(y_val: Sequence | np.ndarray, val_preds: np.ndar
     adjusted = stats.holm([t.p_value for t in tests])
     worse = {i for i, t, p in zip(others, tests, adjusted) if p < alpha and t.n10 > t.n01}
     return [i for i in range(preds.shape[0]) if i not in worse]
+
+
+_RESAMPLE_BLOCK = 4_000_000  # resampled items held in memory at once
+
+
+def selection_frequencies(correct: np.ndarray, n_boot: int = 1000, random_state: int = 0) -> np.ndarray:
+    """How often each layer is the validation-best when the selection items are resampled with replacement.
+
+    ``correct`` is the per-(layer, C, item) correctness on the selection items (validation items, or out-of-fold
+    predictions), (L, n_Cs, n), or (L, n) for one C: ``LayerwiseProbe.selection_correct_``. Each of ``n_boot``
+    bootstrap resamples of the items scores every (layer, C) by its accuracy on the resample, keeps the best C of
+    each layer and picks the layer as ``best_layer`` does (highest score, ties to the shallower layer; ties between
+    values of C go to the smaller C, which does not change the layer). Returns (L,) frequencies summing to 1.
+
+    No refitting: the fits stay as they were, only the items that choose among them are redrawn, so this measures
+    how much of the choice is the luck of the selection split. Scores are integer counts, so ties are exact.
+    """
+    c = np.asarray(correct)
+    if c.ndim == 2:
+        c = c[:, None, :]
+    if c.ndim != 3 or 0 in c.shape:
+        raise ValueError(f"correct must be a non-empty (layers, Cs, items) or (layers, items) array, got shape "
+                         f"{np.shape(correct)}")
+    if not (c.dtype == bool or np.isin(c, (0, 1)).all()):
+        raise ValueError("correct must hold booleans or 0/1 (whether each item was classified right)")
+    n_boot = checks.positive_int(n_boot, "n_boot")
+    L, n_cs, n = c.shape
+    flat = c.reshape(L * n_cs, n).astype(np.float64).T
+    rng = np.random.default_rng(random_state)
+    counts = np.zeros(L, dtype=np.int64)
+    block = max(1, _RESAMPLE_BLOCK // n)
+    for start in range(0, n_boot, block):
+        size = min(block, n_boot - start)
+        idx = rng.integers(0, n, size=(size, n))
+        rows = (np.arange(size)[:, None] * n + idx).ravel()
+        weights = np.bincount(rows, minlength=size * n).reshape(size, n).astype(np.float64)
+        layer_scores = (weights @ flat).reshape(size, L, n_cs).max(axis=2)
+        counts += np.bincount(layer_scores.argmax(axis=1), minlength=L)
+    return counts / n_boot
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""Metrics and paired statistics over test items: bootstrap intervals, McNemar, Holm, mean ± std.
+"""Metrics and paired statistics over test items: bootstrap intervals, McNemar and its power, Holm, mean ± std.
 
 Everything takes plain label arrays and returns plain numbers or small named tuples, so the analysis code can report
-every accuracy with its uncertainty and every comparison with a (multiplicity-corrected) p-value.
+every accuracy with its uncertainty, every comparison with a (multiplicity-corrected) p-value, and every test with
+the smallest difference it could have detected (``mcnemar_mde``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
-from scipy.stats import binomtest, chi2
+from scipy.stats import binomtest, chi2, norm
 from sklearn.metrics import accuracy_score, f1_score
 
 from layerfusion import checks
@@ -180,6 +181,63 @@ def mcnemar(y_true: Sequence | np.ndarray, pred_a: Sequence | np.ndarray, pred_b
         return Test(float(k), float(binomtest(k, n, 0.5).pvalue), n01, n10)
     stat = (abs(n01 - n10) - 1) ** 2 / n
     return Test(float(stat), float(chi2.sf(stat, df=1)), n01, n10)
+
+
+def discordance(y: Sequence | np.ndarray, pred_a: Sequence | np.ndarray, pred_b: Sequence | np.ndarray) -> float:
+    """Fraction of items exactly one of two classifiers gets right: McNemar's discordant-pair rate ``psi``.
+
+    It sets the power of ``mcnemar`` (``mcnemar_power``, ``mcnemar_mde``): two classifiers that err on the same
+    items leave few discordant pairs, and then a small accuracy difference is already detectable.
+    """
+    y, a, b = checks.paired(y=y, pred_a=pred_a, pred_b=pred_b)
+    return float(np.mean((a == y) != (b == y)))
+
+
+def _power_inputs(n: Any, psi: Any, alpha: Any, power: Any = 0.5) -> tuple[int, float, float, float]:
+    n = checks.positive_int(n, "n")
+    if isinstance(psi, bool) or not isinstance(psi, (int, float, np.floating)) or not 0.0 <= float(psi) <= 1.0:
+        raise ValueError(f"discordance must be a rate in [0, 1] (fraction of items exactly one classifier gets "
+                         f"right), got {psi!r}")
+    return n, float(psi), checks.significance(alpha), checks.significance(power, "power")
+
+
+def mcnemar_power(n: int, discordance: float, delta: float, alpha: float = 0.05) -> float:
+    """Power of the two-sided McNemar test at level ``alpha`` on ``n`` paired items, for an accuracy difference
+    ``delta`` between two classifiers whose discordant-pair rate is ``discordance`` (``psi``).
+
+    The normal approximation of Connor (1987):
+    ``power = Phi((sqrt(n) abs(delta) - z_{1-alpha/2} sqrt(psi)) / sqrt(psi - delta^2))``. A difference can never exceed the discordance (every discordant pair would favour one
+    classifier), so ``|delta| > psi`` is an error; ``delta = 0`` or ``psi = 0`` gives no power beyond the size of
+    the test's one tail (``alpha / 2``).
+    """
+    n, psi, alpha, _ = _power_inputs(n, discordance, alpha)
+    delta = abs(float(delta))
+    if delta > psi:
+        raise ValueError(f"delta={delta!r} exceeds the discordance {psi!r}; an accuracy difference cannot be larger "
+                         "than the share of items on which the classifiers disagree in correctness")
+    if psi == 0.0 or psi - delta**2 <= 0.0:
+        return float(alpha / 2) if delta == 0.0 else 1.0
+    z = (np.sqrt(n) * delta - norm.ppf(1 - alpha / 2) * np.sqrt(psi)) / np.sqrt(psi - delta**2)
+    return float(norm.cdf(z))
+
+
+def mcnemar_mde(n: int, discordance: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Minimum detectable accuracy difference of the two-sided McNemar test on ``n`` paired items: the ``delta``
+    found with probability ``power`` at level ``alpha`` when the discordant-pair rate is ``discordance``.
+
+    Connor's (1987) sample-size equation ``n delta^2 = (z_{1-alpha/2} sqrt(psi) + z_power sqrt(psi - delta^2))^2``
+    solved for ``delta``: ``delta = sqrt(psi) (s a + b sqrt(s^2 + b^2 - a^2)) / (s^2 + b^2)`` with ``s = sqrt(n)``,
+    ``a = z_{1-alpha/2}``, ``b = z_power`` (the root with ``s delta >= a sqrt(psi)``), so
+    ``mcnemar_power(n, psi, mcnemar_mde(n, psi)) == power``. NaN when nothing is detectable: no discordant pairs,
+    too few items (``n <= a^2``), or a root above ``psi`` (even a difference as large as the discordance would be
+    missed too often).
+    """
+    n, psi, alpha, power = _power_inputs(n, discordance, alpha, power)
+    a, b = norm.ppf(1 - alpha / 2), norm.ppf(power)
+    if psi == 0.0 or n <= a**2:
+        return float("nan")
+    delta = np.sqrt(psi) * (np.sqrt(n) * a + b * np.sqrt(n + b**2 - a**2)) / (n + b**2)
+    return float(delta) if delta <= psi else float("nan")
 
 
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -43,7 +43,7 @@ def layer_curves(per_layer: pd.DataFrame, pooling: str, metric: str = "test_accu
     """
     df = per_layer[per_layer["pooling"] == pooling]
     datasets = list(dict.fromkeys(df["dataset"]))
-    fig, axes = _panels(len(datasets))
+    fig, axes = _panels(len(datasets), ncols=2, width=3.7)
     low, high = f"{metric}_low", f"{metric}_high"
     for ax, dataset in zip(axes, datasets):
         for model, grp in df[df["dataset"] == dataset].groupby("model", sort=False):
@@ -81,7 +81,7 @@ def best_layer_heatmap(summary: pd.DataFrame, pooling: str):
 def pooling_comparison(summary: pd.DataFrame):
     """Best-layer test accuracy per pooling, model x dataset, as grouped bars with CIs where available."""
     datasets = list(dict.fromkeys(summary["dataset"]))
-    fig, axes = _panels(len(datasets))
+    fig, axes = _panels(len(datasets), ncols=2, width=3.7)
     for ax, dataset in zip(axes, datasets):
         df = summary[summary["dataset"] == dataset]
         models = list(dict.fromkeys(df["model"]))
@@ -285,4 +285,37 @@ def scaling_panels(curves: pd.DataFrame, axes=None):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("peak memory added (MiB)" if y == "peak_bytes" else "seconds")
         ax.set_ylim(bottom=0)
+    return fig
+
+
+def selection_stability(selection: pd.DataFrame, summary: pd.DataFrame, pooling: str):
+    """How often each layer is chosen when the selection items are resampled (bootstrap), per model x dataset.
+
+    One panel per model: datasets as rows, the model's layers as columns, shade = share of resamples choosing that
+    layer, under the protocol the summary selected with; an orange ring marks the layer actually selected, a dashed
+    red frame the last layer. Two datasets whose rows put their mass on different layers choose differently by more than
+    the luck of the selection split.
+    """
+    protocol = summary.loc[summary["pooling"] == pooling, "protocol"].iloc[0]
+    df = selection[(selection["pooling"] == pooling) & (selection["protocol"] == protocol)]
+    chosen = summary[summary["pooling"] == pooling].set_index(["model", "dataset"])["best_layer"]
+    models = list(dict.fromkeys(df["model"]))
+    datasets = list(dict.fromkeys(df["dataset"]))
+    fig, axes = _panels(len(models), ncols=2, height=0.32 * len(datasets) + 1.1, width=3.7)
+    for ax, model in zip(axes, models):
+        grid = df[df["model"] == model].pivot_table(index="dataset", columns="layer", values="frequency",
+                                                    fill_value=0.0).reindex(index=datasets)
+        image = ax.imshow(grid.to_numpy(dtype=float), vmin=0, vmax=1, cmap="Blues", aspect="auto",
+                          interpolation="nearest")
+        layers = list(grid.columns)
+        picked = [(layers.index(int(chosen[(model, d)])), i) for i, d in enumerate(datasets) if (model, d) in chosen]
+        ax.plot(*zip(*picked), "o", ms=7, mfc="none", mec="tab:orange", mew=1.5)
+        ax.add_patch(plt.Rectangle((len(layers) - 1.5, -0.5), 1, len(datasets), fill=False, ls="--",
+                                   ec="tab:red", lw=1))
+        ticks = sorted(set(range(0, len(layers), max(1, len(layers) // 7))) | {len(layers) - 1})
+        ax.set_xticks(ticks, [str(layers[t]) for t in ticks], fontsize=8)
+        ax.set_yticks(range(len(datasets)), datasets, fontsize=8)
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("layer", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.8, label=f"share of {protocol} resamples")
     return fig

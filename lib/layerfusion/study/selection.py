@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from layerfusion import probe, select
+from layerfusion import probe, select, stats
 from layerfusion.data import SPLITS
 from layerfusion.study.features import Study
 from layerfusion.study.settings import GreedySettings
@@ -24,8 +24,10 @@ def greedy_units(study: Study, dataset: str, candidates: Mapping[str, tuple[str,
 
     Units are the profile's primary-pooling vectors of one layer, concatenated. The path's ``cost`` column counts
     feature dimensions when ``cost_in_dims`` or a ``settings.budget_dims`` is set, else units. Returns the
-    ``select.GreedyPath`` frame (one row per accepted step) with ``chosen_test_accuracy`` on the last row: the test
-    accuracy of the chosen set (the best single candidate if the search chose nothing), measured once.
+    ``select.GreedyPath`` frame (one row per accepted step) with, on the last row, the test once: the accuracy of
+    the chosen set (the first candidate if the search chose nothing) in ``chosen_test_accuracy``, that of the best
+    single unit it started from in ``single_test_accuracy``, McNemar's p between the two (``p_vs_single``), their
+    discordance and ``n_test``.
     """
     cfg = study.config
     names = list(candidates)
@@ -45,6 +47,15 @@ def greedy_units(study: Study, dataset: str, candidates: Mapping[str, tuple[str,
                                  cost=cost, budget=settings.budget_dims, max_units=settings.max_units)
     frame = path.to_frame()
     chosen = path.units or names[:1]
-    test_accuracy = fit(chosen).score(stack("test", chosen), y["test"])
-    frame["chosen_test_accuracy"] = [np.nan] * (len(frame) - 1) + [float(test_accuracy)]
+    single = chosen[:1] if not path.steps else list(path.steps[0].units)
+    pred = fit(chosen).predict(stack("test", chosen))
+    single_pred = pred if single == chosen else fit(single).predict(stack("test", single))
+    test = stats.mcnemar(y["test"], pred, single_pred)
+    last = {"chosen_test_accuracy": stats.accuracy(y["test"], pred),
+            "single_test_accuracy": stats.accuracy(y["test"], single_pred), "p_vs_single": test.p_value,
+            "discordance_vs_single": stats.discordance(y["test"], pred, single_pred), "n_test": len(y["test"])}
+    if frame.empty:
+        frame = pd.DataFrame([{"units": list(chosen)}]).reindex(columns=frame.columns)
+    for key, value in last.items():
+        frame[key] = [np.nan] * (len(frame) - 1) + [value]
     return frame

@@ -1,10 +1,10 @@
 """Typed settings of one study run: a profile (``params/<name>.yaml`` or any YAML file) as frozen dataclasses.
 
 A profile is read here and nowhere else. Every block of the file has its own frozen dataclass (``StudyConfig`` at the
-top, ``Subsample``, ``ProbeSettings``, ``AuthorsProtocol``, ``GreedySettings``, ``FusionSettings``,
-``OverheadSettings``, ``RobustnessSettings`` inside it); every key at every depth is checked against the dataclass it
-fills, so a misspelt key is an error naming its dotted path (``probe.Cz``) and the keys allowed there. Values are
-checked as they enter.
+top, ``Subsample``, ``ProbeSettings``, ``SelectionSettings``, ``PowerSettings``, ``AuthorsProtocol``,
+``GreedySettings``, ``FusionSettings``, ``OverheadSettings``, ``RobustnessSettings`` inside it); every key at every
+depth is checked against the dataclass it fills, so a misspelt key is an error naming its dotted path (``probe.Cz``)
+and the keys allowed there. Values are checked as they enter.
 
 Defaults have one source. A knob that an engine class also has (the probe's C grid, the fusion classifier's epochs,
 the extraction token budget) defaults to that class's own default, read from its signature; the knobs only the study
@@ -220,15 +220,66 @@ class ProbeSettings(SettingsBlock):
         return {"Cs": self.Cs, "max_iter": self.max_iter, "tol": self.tol}
 
 
+PROTOCOLS = ("validation", "cv")
+"""How layers and C are selected: on the validation split, or by stratified k-fold cross-validation on train and
+validation pooled."""
+
+
+@dataclass(frozen=True)
+class SelectionSettings(SettingsBlock):
+    """How every chapter that selects layers selects them: ``protocol`` "validation" (fit on train, choose on the
+    validation split) or "cv" (``folds``-fold stratified cross-validation on train and validation pooled, then a
+    refit on all of them); ``n_boot`` bootstrap resamples of the selection items behind the selection-stability
+    figures. The layer chapter measures both protocols on the same texts and says which one selects more stably."""
+
+    protocol: str = "validation"
+    folds: int = 5
+    n_boot: int = 1000
+
+    def check(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ProfileError(("protocol",), f"must be one of {list(PROTOCOLS)}, got {self.protocol!r}")
+        _positive(self, "n_boot")
+        if self.folds < 2:
+            raise ProfileError(("folds",), f"cross-validation needs at least 2 folds, got {self.folds}")
+
+
+@dataclass(frozen=True)
+class PowerSettings(SettingsBlock):
+    """The power analysis of the setup chapter: McNemar at level ``alpha`` with power ``power``; ``discordance``
+    maps datasets to the planning rate of discordant pairs between two layers (a pilot's measurement), and
+    ``discordance_grid`` lists the rates every minimum detectable effect is also shown at."""
+
+    alpha: float = 0.05
+    power: float = 0.8
+    discordance: dict[str, float] = field(default_factory=dict)
+    discordance_grid: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
+
+    def check(self) -> None:
+        for name in ("alpha", "power"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ProfileError((name,), f"must lie strictly between 0 and 1, got {getattr(self, name)}")
+        _non_empty(self, "discordance_grid")
+        for key, rate in [*self.discordance.items(), *((f"[{i}]", r) for i, r in enumerate(self.discordance_grid))]:
+            if not 0.0 < rate <= 1.0:
+                where = ("discordance_grid", key) if key.startswith("[") else ("discordance", key)
+                raise ProfileError(where, f"a discordance rate must lie in (0, 1], got {rate}")
+
+
 @dataclass(frozen=True)
 class AuthorsProtocol(SettingsBlock):
-    """The authors' protocol for contrast: the paper's MLP head trained ``epochs`` epochs on the last layer."""
+    """The authors' protocol for contrast: the paper's MLP head trained ``epochs`` epochs on the last layer, once
+    per seed of ``seeds`` (reported as mean ± sd over them)."""
 
     epochs: int = _default_of("heads.MLPHead", "epochs")
     pooling: str = "mean_pad"
+    seeds: tuple[int, ...] = (0,)
 
     def check(self) -> None:
         _positive(self, "epochs")
+        _non_empty(self, "seeds")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ProfileError(("seeds",), f"lists a seed twice: {list(self.seeds)}")
 
 
 @dataclass(frozen=True)
@@ -343,6 +394,8 @@ class StudyConfig(SettingsBlock):
     dtype: str | None = None
     device: str | None = None
     probe: ProbeSettings = field(default_factory=ProbeSettings)
+    selection: SelectionSettings = field(default_factory=SelectionSettings)
+    power: PowerSettings = field(default_factory=PowerSettings)
     authors_protocol: AuthorsProtocol = field(default_factory=AuthorsProtocol)
     greedy: GreedySettings = field(default_factory=GreedySettings)
     fusion: FusionSettings = field(default_factory=FusionSettings)
@@ -359,12 +412,13 @@ class StudyConfig(SettingsBlock):
                 raise ProfileError((name,), f"lists a value twice: {list(values)}")
         if not 0.0 < self.validation_size < 1.0:
             raise ProfileError(("validation_size",), f"must lie strictly between 0 and 1, got {self.validation_size}")
-        for block in ("subsample", "max_length"):
+        for block in ("subsample", "max_length", "power.discordance"):
             # Entries for registry datasets the profile does not list are kept for a ``datasets`` override.
-            stray = [k for k in getattr(self, block) if k not in self.datasets and k not in data.DATASETS]
+            entries = self.power.discordance if block == "power.discordance" else getattr(self, block)
+            stray = [k for k in entries if k not in self.datasets and k not in data.DATASETS]
             if stray:
-                raise ProfileError((block, stray[0]), f"not one of the profile's datasets {list(self.datasets)} "
-                                                      f"nor a known dataset {sorted(data.DATASETS)}; fix the name")
+                raise ProfileError((*block.split("."), stray[0]), f"not one of the profile's datasets "
+                                   f"{list(self.datasets)} nor a known dataset {sorted(data.DATASETS)}; fix the name")
         bad = [k for k, v in self.max_length.items() if v < 1]
         if bad:
             raise ProfileError(("max_length", bad[0]), f"must be a positive number of tokens, got "

@@ -89,16 +89,24 @@ def primary(summary: pd.DataFrame, pooling: str) -> pd.DataFrame:
     return rows
 
 
-def layer_tables(study: Study, pooling: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The layer chapter's per-layer rows and best-vs-last summary for one pooling (``probe_layers``,
-    ``summarise``) on every model x dataset, Holm over those cells."""
-    per_layer, summary = [], []
-    for dataset in study.config.datasets:
-        for model in study.config.models:
-            rows, arrays = layer_analysis.probe_layers(study, model, dataset, pooling)
+def layer_tables(study: Study, pooling: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The layer chapter's per-layer rows, best-vs-last summary (Holm over these cells) and bootstrap selection
+    frequencies for one pooling on every model x dataset, from one fit per cell under the profile's protocol
+    (``fit_probe``, ``probe_layers``, ``summarise``, ``selection_rows``)."""
+    cfg = study.config
+    per_layer, summary, selection = [], [], []
+    for dataset in cfg.datasets:
+        for model in cfg.models:
+            fitted = layer_analysis.fit_probe(study, model, dataset, pooling, cfg.selection.protocol)
+            rows, arrays = layer_analysis.probe_layers(study, model, dataset, pooling, fitted)
             per_layer.append(rows)
-            summary.append(layer_analysis.summarise(model, dataset, pooling, arrays))
-    return pd.concat(per_layer, ignore_index=True), primary(pd.DataFrame(summary), pooling)
+            summary.append(layer_analysis.summarise(model, dataset, pooling, arrays, cfg.power.alpha,
+                                                    cfg.power.power))
+            selection.append(layer_analysis.selection_rows(model, dataset, pooling, cfg.selection.protocol,
+                                                           fitted[0], arrays["layers"], cfg.selection.n_boot,
+                                                           cfg.seed))
+    return (pd.concat(per_layer, ignore_index=True), primary(pd.DataFrame(summary), pooling),
+            pd.concat(selection, ignore_index=True))
 
 
 def _overlay(load: claims.Loader, tables: dict[str, pd.DataFrame]) -> claims.Loader:
@@ -130,7 +138,7 @@ def analyse_robustness(study: Study, load: claims.Loader, shaken: Study | None =
     cfg = study.config
     pooling, shaken = cfg.primary_pooling, shaken or perturbed_study(study)
     cost, start = [], time.perf_counter()
-    per_layer, summary = layer_tables(shaken, pooling)
+    per_layer, summary, selection = layer_tables(shaken, pooling)
     cost.append({"step": "layer probes and best-vs-last tests (reading and perturbing the features included)",
                  "seconds": time.perf_counter() - start})
     start = time.perf_counter()
@@ -140,8 +148,10 @@ def analyse_robustness(study: Study, load: claims.Loader, shaken: Study | None =
     start = time.perf_counter()
     original = {"layers_summary": primary(load("layers_summary"), pooling),
                 "layers_per_layer": load("layers_per_layer").query("pooling == @pooling"),
+                "layers_selection": load("layers_selection").query("pooling == @pooling"),
                 "fusion_comparisons": load("fusion_comparisons").query("operator == 'concat'")}
-    recomputed = {"layers_summary": summary, "layers_per_layer": per_layer, "fusion_runs": fused.runs,
+    recomputed = {"layers_summary": summary, "layers_per_layer": per_layer, "layers_selection": selection,
+                  "fusion_runs": fused.runs,
                   "fusion_ensembles": fused.ensembles, "fusion_comparisons": fused.comparisons,
                   "fusion_stability": fused.stability, "fusion_complementarity": fused.complementarity}
     verdicts = _claims_side_by_side(claims.evaluate(_overlay(load, original), pooling),
