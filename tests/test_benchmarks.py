@@ -200,7 +200,8 @@ def test_gpu_check_script_dry_run(tmp_path):
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = (tmp_path / "gpu_check.log").read_text()
-    for step in ("environment", "short texts", "256-token documents", "CUDA unit tests", "out-of-memory retry"):
+    for step in ("environment", "short texts", "256-token documents", "CUDA unit tests", "out-of-memory retry",
+                 "ray actors on the device"):
         assert f"== {step}" in log or f"== extraction benchmark, {step}" in log
     assert "gpu check: all steps passed" in log and "out-of-memory retry: PASS" in log
     assert (tmp_path / "extraction_short.json").is_file() and (tmp_path / "extraction_long.json").is_file()

@@ -173,3 +173,22 @@ def test_shipped_profiles_plan_power_for_every_dataset_and_state_their_protocol(
         assert set(cfg.datasets) <= set(cfg.power.discordance), f"params/{name}.yaml: a planning rate per dataset"
         assert cfg.selection.protocol in settings.PROTOCOLS
     assert len(StudyConfig.from_profile("default").authors_protocol.seeds) >= 5
+
+
+@pytest.mark.parametrize("executor, expected", [
+    ({"kind": "slurm"}, r"executor\.kind: must be one of \['local', 'ray'\]"),
+    ({"kind": "local", "address": "auto"}, r"executor\.kind: address and workers apply to kind: ray only"),
+    ({"kind": "ray", "workers": 0}, r"executor\.workers: must be positive"),
+    ({"kind": "ray", "nodes": 2}, r"executor\.nodes: unknown setting"),
+])
+def test_executor_settings_are_checked(tmp_path, executor, expected):
+    raw = json.loads(json.dumps(SMALL))
+    raw["executor"] = executor
+    with pytest.raises(ProfileError, match=expected):
+        StudyConfig.from_profile(write(tmp_path, "bad.yaml", raw))
+
+
+def test_the_executor_is_local_unless_a_profile_or_override_asks_for_ray(tmp_path):
+    assert StudyConfig.from_profile("default").executor == settings.ExecutorSettings()
+    ray = StudyConfig.from_profile("ci", executor={"kind": "ray", "address": "auto", "workers": 2}).executor
+    assert (ray.kind, ray.address, ray.workers) == ("ray", "auto", 2)

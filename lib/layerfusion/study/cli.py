@@ -49,7 +49,7 @@ def _device(name: str) -> str:
     return name
 
 
-def _study(args: argparse.Namespace):
+def _study(args: argparse.Namespace, **overrides: object):
     from layerfusion.study.features import Study, StudyConfig
 
     names = tuple(args.model) if getattr(args, "model", None) else None
@@ -63,6 +63,7 @@ def _study(args: argparse.Namespace):
         datasets=tuple(args.dataset) if getattr(args, "dataset", None) else None,
         device=getattr(args, "device", None),
         dtype=getattr(args, "dtype", None),
+        **overrides,
     )
     return Study(cfg, cache_dir=args.cache_dir, progress=not args.quiet)
 
@@ -85,24 +86,21 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _extract_on_ray(args: argparse.Namespace) -> int:
-    """``extract --ray [ADDRESS]``: fill the cache on Ray workers, one actor pool per model, then read it here."""
-    from layerfusion import data, distributed, embeddings
+    """``extract --ray [ADDRESS]``: the profile with ``executor: {kind: ray, address: ADDRESS}``; missing shards
+    are computed on Ray workers (one actor pool per model) and the table is read from the same cache."""
+    from layerfusion import distributed
     from layerfusion.study.chapters import extraction
 
     try:
-        executor = distributed.RayExecutor(args.ray or None)
+        distributed.require_ray()
     except ImportError as exc:
         print(f"layerfusion: error: {exc}", file=sys.stderr)
         return 2
-    with executor:
-        args.device = executor.device(args.device)  # the workers' device sets the dtype in the cache key
-        study = _study(args)
-        for model in study.config.models:
-            plans = [embeddings.plan(model, study.data(name)[split], split, study.config.extraction_config(name),
-                                     dataset_name=name, cache_dir=study.cache_dir, device=args.device)
-                     for name in study.config.datasets for split in data.SPLITS]
-            embeddings.embed_all(plans, executor=executor, progress=study.progress)
-    _show(extraction.extract_all(study), args.out)
+    study = _study(args, executor={"kind": "ray", "address": args.ray or None})
+    try:
+        _show(extraction.extract_all(study), args.out)
+    finally:
+        study.close()
     return 0
 
 

@@ -7,6 +7,7 @@ features through ``Study.features``, which extracts on first use and reads the c
 from __future__ import annotations
 
 import gc
+from dataclasses import replace
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from layerfusion import data as data_mod
-from layerfusion import extract, models
+from layerfusion import embeddings, extract, models
 from layerfusion.study.settings import StudyConfig
 
 __all__ = ["Study", "StudyConfig"]
@@ -38,6 +39,7 @@ class Study:
         self.cache_dir = cache_dir
         self.progress = progress
         self.transform = transform
+        self._executor: Any = None
         self._data: dict[str, Any] = {}
         self._features: dict[tuple[str, str, str], Any] = {}
         self._loaded: tuple[str, Any] | None = None
@@ -55,6 +57,38 @@ class Study:
         """Drop the model kept for extraction (its memory is freed once nothing else holds it)."""
         self._loaded = None
         gc.collect()
+
+    def executor(self) -> Any:
+        """The profile's executor for missing shards: None (this process) or a ``distributed.RayExecutor``, started on
+        first use and kept until ``close``."""
+        settings = self.config.executor
+        if settings.kind == "ray" and self._executor is None:
+            from layerfusion import distributed
+
+            self._executor = distributed.RayExecutor(settings.address, workers=settings.workers)
+        return self._executor
+
+    def close(self) -> None:
+        """Shut down the executor this study started (a no-op for the local one)."""
+        if self._executor is not None:
+            self._executor.close()
+            self._executor = None
+
+    def extraction_config(self, dataset: str) -> "extract.ExtractionConfig":
+        """The profile's extraction config of ``dataset``; with a Ray executor, for the device its workers run on
+        (the device decides the dtype, which is part of the cache key)."""
+        config = self.config.extraction_config(dataset)
+        executor = self.executor()
+        return config if executor is None else replace(config, device=executor.device(config.device))
+
+    def fill(self, model: str) -> None:
+        """Compute every missing cache shard of ``model`` for all datasets and splits of the profile in one call: one
+        model load here, or one actor pool with the Ray executor; later ``features`` calls read the cache."""
+        plans = [embeddings.plan(model, self.data(dataset)[split], split, self.extraction_config(dataset),
+                                 dataset_name=dataset, cache_dir=self.cache_dir)
+                 for dataset in self.config.datasets for split in data_mod.SPLITS]
+        embeddings.embed_all(plans, executor=self.executor(), loader=lambda: self._model(model),
+                             progress=self.progress)
 
     def data(self, dataset: str):
         """The profile's ``DatasetDict`` for ``dataset`` (validation carved from train, subsampled, seeded)."""
@@ -84,7 +118,7 @@ class Study:
                 self.data(dataset)[split],
                 dataset_name=dataset,
                 split=split,
-                config=self.config.extraction_config(dataset),
+                config=self.extraction_config(dataset),
                 cache_dir=self.cache_dir,
                 progress=self.progress,
                 loader=lambda: self._model(model),

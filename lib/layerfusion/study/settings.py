@@ -10,177 +10,21 @@ Defaults have one source. A knob that an engine class also has (the probe's C gr
 the extraction token budget) defaults to that class's own default, read from its signature; the knobs only the study
 has (which poolings to compare, the greedy searches' sizes) default here, once.
 
-The settings are plain dataclasses walked by a small coercer rather than a validation library: the project has no
-such dependency, and the walker gives the one-line, path-naming errors the CLI prints.
+The blocks are plain dataclasses filled by ``layerfusion.study.schema`` (unknown keys refused at any depth); profile
+files are found and read by ``layerfusion.study.profiles``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import inspect
 import os
-import types
-import typing
-from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from layerfusion import paths
-
-SUFFIXES = (".yaml", ".yml")
-
-
-class ProfileError(ValueError):
-    """A profile setting that cannot be used: ``path`` is its dotted location, ``source`` the file it came from."""
-
-    def __init__(self, path: tuple[str, ...], message: str, source: str = "") -> None:
-        self.path, self.message, self.source = tuple(path), message, source
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = "".join(p if p.startswith("[") or i == 0 else f".{p}" for i, p in enumerate(self.path))
-        return f"{self.source}{where + ': ' if where else ''}{self.message}"
-
-    def within(self, key: str) -> "ProfileError":
-        """The same error one level further out (``key`` prepended to the path)."""
-        return ProfileError((key, *self.path), self.message, self.source)
-
-    def from_source(self, source: str) -> "ProfileError":
-        """The same error prefixed with the profile it came from."""
-        return ProfileError(self.path, self.message, source)
-
-
-def engine_default(owner: str, param: str) -> Any:
-    """The default of ``param`` in the engine's ``owner`` (``"module.Class"``), so the study never restates it."""
-    module, name = owner.rsplit(".", 1)
-    cls = getattr(importlib.import_module(f"layerfusion.{module}"), name)
-    default = inspect.signature(cls).parameters[param].default
-    if default is inspect.Parameter.empty:  # pragma: no cover - a programming error, caught by the tests
-        raise TypeError(f"{owner}({param}=...) has no default")
-    return default
-
-
-def _default_of(owner: str, param: str) -> Any:
-    return field(default_factory=lambda: engine_default(owner, param))
-
-
-# -- the coercer: one value of a declared type, errors naming where ------------------------------------------------
-
-def _fail(message: str) -> typing.NoReturn:
-    raise ProfileError((), message)
-
-
-def _coerce(tp: Any, value: Any) -> Any:
-    """``value`` as the annotated type ``tp`` (tuples from lists, nested settings from mappings), else an error."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value)
-    if origin is tuple:
-        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
-            _fail(f"expected a list, got {value!r}")
-        out = []
-        for i, item in enumerate(value):
-            try:
-                out.append(_coerce(args[0], item))
-            except ProfileError as err:
-                raise err.within(f"[{i}]") from None
-        return tuple(out)
-    if origin in (dict, Mapping, typing.Mapping):
-        if not isinstance(value, Mapping):
-            _fail(f"expected a mapping of dataset -> value, got {value!r}")
-        out = {}
-        for key, item in value.items():
-            try:
-                out[str(key)] = _coerce(args[1], item)
-            except ProfileError as err:
-                raise err.within(str(key)) from None
-        return out
-    if dataclasses.is_dataclass(tp):
-        return value if isinstance(value, tp) else from_mapping(tp, value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            _fail(f"expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(f"expected an integer, got {value!r}")
-        return int(value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(f"expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str) or not value:
-            _fail(f"expected a non-empty string, got {value!r}")
-        return value
-    raise TypeError(f"settings cannot coerce type {tp!r}")  # pragma: no cover - a programming error
-
-
-def from_mapping(cls: type, raw: Any) -> Any:
-    """Build the settings dataclass ``cls`` from a mapping, refusing unknown keys and naming missing ones."""
-    if not isinstance(raw, Mapping):
-        _fail(f"expected a mapping of settings, got {raw!r}")
-    allowed = [f.name for f in fields(cls) if f.init]
-    unknown = [k for k in raw if k not in allowed]
-    if unknown:
-        raise ProfileError((str(unknown[0]),), f"unknown setting; allowed keys here are {allowed}")
-    required = [f.name for f in fields(cls) if f.init and f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING]
-    missing = [k for k in required if k not in raw]
-    if missing:
-        _fail(f"missing required settings {missing}; add them to the profile")
-    return cls(**raw)
-
-
-class SettingsBlock:
-    """Base of every settings dataclass: after ``__init__``, each field is coerced to its annotation (lists become
-    tuples, mappings become the nested block) and ``check`` tests the values; errors name the field's path."""
-
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in fields(self):  # type: ignore[arg-type]
-            try:
-                object.__setattr__(self, f.name, _coerce(hints[f.name], getattr(self, f.name)))
-            except ProfileError as err:
-                raise err.within(f.name) from None
-        self.check()
-
-    def check(self) -> None:
-        """Per-block value rules (ranges, allowed names); raise ``ProfileError`` naming the key."""
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy (tuples become lists), as recorded with every results file."""
-        return _jsonable(dataclasses.asdict(self))  # type: ignore[call-overload]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _positive(block: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(block, name)
-        values = value if isinstance(value, tuple) else (value,)
-        if any(v is not None and v < 1 for v in values):
-            raise ProfileError((name,), f"must be positive, got {value!r}")
-
-
-def _non_empty(block: Any, *names: str) -> None:
-    for name in names:
-        if not getattr(block, name):
-            raise ProfileError((name,), "must list at least one value")
-
+from layerfusion.study.profiles import SUFFIXES, available, is_path, locate, read  # noqa: F401 - re-exported
+from layerfusion.study.schema import (ProfileError, SettingsBlock, _coerce, _default_of, _non_empty,  # noqa: F401
+                                      _positive, engine_default, from_mapping)
 
 # -- the blocks ----------------------------------------------------------------------------------------------------
 
@@ -371,6 +215,28 @@ class RobustnessSettings(SettingsBlock):
         return self.scale if self.scale is not None else UNIT_ROUNDOFF[self.dtype]
 
 
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ExecutorSettings(SettingsBlock):
+    """Where missing cache shards are computed: ``local`` (this process) or ``ray`` (a Ray cluster at ``address``,
+    None for Ray's own default: ``$RAY_ADDRESS``, a cluster started on this machine, else a new local instance; with
+    ``workers`` actors, None for one per GPU or one per node on CPUs). Either way the shards land in the same cache,
+    byte for byte the same."""
+
+    kind: str = "local"
+    address: str | None = None
+    workers: int | None = None
+
+    def check(self) -> None:
+        if self.kind not in EXECUTORS:
+            raise ProfileError(("kind",), f"must be one of {list(EXECUTORS)}, got {self.kind!r}")
+        if self.kind == "local" and (self.address is not None or self.workers is not None):
+            raise ProfileError(("kind",), "address and workers apply to kind: ray only")
+        _positive(self, "workers")
+
+
 @dataclass(frozen=True)
 class StudyConfig(SettingsBlock):
     """All settings of one profile; recorded with every results file through the chapter's run record.
@@ -401,6 +267,7 @@ class StudyConfig(SettingsBlock):
     fusion: FusionSettings = field(default_factory=FusionSettings)
     overhead: OverheadSettings = field(default_factory=OverheadSettings)
     robustness: RobustnessSettings = field(default_factory=RobustnessSettings)
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
 
     def check(self) -> None:
         from layerfusion import data, pooling
@@ -478,65 +345,3 @@ class StudyConfig(SettingsBlock):
     def subsample_of(self, dataset: str) -> Subsample:
         """The subsample block of ``dataset`` (every split whole when the profile has none)."""
         return self.subsample.get(dataset, Subsample())
-
-
-# -- where profiles live -------------------------------------------------------------------------------------------
-
-def _params_dir(params_dir: str | os.PathLike | None) -> Path:
-    folder = Path(params_dir) if params_dir is not None else paths.repo_root() / "params"
-    if not folder.is_dir():
-        raise FileNotFoundError(f"profile folder {folder} does not exist; pass params_dir= pointing at the folder "
-                                f"holding <profile>.yaml files")
-    return folder
-
-
-def available(params_dir: str | os.PathLike | None = None) -> list[str]:
-    """Names of the profiles in ``params_dir`` (default ``<repo>/params``), sorted."""
-    return sorted(p.stem for p in _params_dir(params_dir).iterdir() if p.suffix in SUFFIXES and p.is_file())
-
-
-def is_path(name_or_path: str | os.PathLike) -> bool:
-    """Whether ``name_or_path`` names a file (has a folder part or a YAML suffix) rather than a profile in params/."""
-    text = os.fspath(name_or_path)
-    return isinstance(name_or_path, os.PathLike) or "/" in text or os.sep in text or text.endswith(SUFFIXES)
-
-
-def locate(name_or_path: str | os.PathLike, params_dir: str | os.PathLike | None = None) -> Path:
-    """The YAML file of a profile: ``params/<name>.yaml`` for a name, the file itself for a path (absolute)."""
-    if not isinstance(name_or_path, (str, os.PathLike)) or not os.fspath(name_or_path):
-        raise KeyError(f"profile must be a profile name or the path of a YAML file, got {name_or_path!r}")
-    if is_path(name_or_path):
-        path = Path(name_or_path).expanduser().resolve()
-        if not path.is_file():
-            raise FileNotFoundError(f"profile file {path} does not exist; pass a profile name "
-                                    f"({', '.join(available(params_dir))}) or the path of a YAML file")
-        return path
-    folder = _params_dir(params_dir)
-    for suffix in SUFFIXES:
-        if (folder / f"{name_or_path}{suffix}").is_file():
-            return folder / f"{name_or_path}{suffix}"
-    raise KeyError(f"unknown profile {os.fspath(name_or_path)!r}; available profiles in {folder}: "
-                   f"{available(folder)}, or pass the path of a YAML file")
-
-
-def read(path: str | os.PathLike, name: str | None = None) -> dict[str, Any]:
-    """The raw mapping of a profile file, with ``profile`` filled in (the file's stem when the file has none).
-
-    A profile found by ``name`` in ``params/`` must declare that name (``profile: ci`` in ``ci.yaml``); a file given
-    by path may declare any name, and its results go to ``results/<that name>/``.
-    """
-    path = Path(path)
-    source = f"profile file {path}: "
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ProfileError((), f"not valid YAML ({' '.join(str(exc).split())})", source) from None
-    if not isinstance(raw, dict):
-        raise ProfileError((), f"must hold a mapping of settings, got {type(raw).__name__}", source)
-    declared = raw.setdefault("profile", name or path.stem)
-    if not isinstance(declared, str) or not declared or Path(declared).name != declared or declared.startswith("."):
-        raise ProfileError(("profile",), f"{declared!r} is not a usable name (results go to results/<name>/); "
-                                         "use letters, digits, '-' or '_'", source)
-    if name is not None and declared != name:
-        raise ProfileError(("profile",), f"declares {declared!r}; make it {name!r} or rename the file", source)
-    return raw

@@ -27,11 +27,12 @@ from layerfusion.study.features import Study
 def extract_all(study: Study) -> pd.DataFrame:
     """Extract (or read from the cache) every model x dataset x split of the profile; one summary row each.
 
-    Model by model, so each model is loaded at most once and only one is in memory; rows are listed dataset by
-    dataset.
+    Model by model (``Study.fill``: one model load, or one Ray actor pool under ``executor: {kind: ray}``), so only
+    one model is in memory; rows are listed dataset by dataset.
     """
     rows = {}
     for model in study.config.models:
+        study.fill(model)
         for dataset in study.config.datasets:
             for split in data_mod.SPLITS:
                 emb = study.features(model, dataset, split)
@@ -180,6 +181,28 @@ def dtype_probe_comparison(study: Any, model: str, dataset: str, *, pooling: str
             **{f"best_{dt}": best[dt] == i for dt in (ref, other)},
         })
     return pd.DataFrame(rows)
+
+
+def dtypes_used(study: Study) -> pd.DataFrame:
+    """Per model: the dtype its cached vectors were computed in and why (``devices.choose_dtype``'s reason, from the
+    cache provenance of the run that wrote the first dataset's train split)."""
+    rows = []
+    for model in study.config.models:
+        prov = study.features(model, study.config.datasets[0], "train").provenance
+        run = (prov.get("runs") or [{}])[-1].get("model", {})
+        rows.append({"model": model, "dtype": prov.get("model", {}).get("dtype"),
+                     "reason": run.get("dtype_reason") or "not recorded (written before the reason was kept)",
+                     "cpu": (prov.get("hardware") or {}).get("cpu")})
+    return pd.DataFrame(rows)
+
+
+def dtype_checks(study: Study, n: int = 256) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The chapter's two dtype checks: ``dtype_agreement`` of every model on ``n`` train texts of the profile's first
+    dataset, and ``dtype_probe_comparison`` of the first model on that dataset (the cheapest full fp32 re-extraction
+    of the profile: the first dataset is the shortest)."""
+    dataset = study.config.datasets[0]
+    return (dtype_agreement(study, dataset=dataset, n=n),
+            dtype_probe_comparison(study, study.config.models[0], dataset))
 
 
 def summarise_dtypes(agreement: pd.DataFrame, comparison: pd.DataFrame) -> dict[str, Any]:
