@@ -172,8 +172,8 @@ class _AppendToFile:
         """Nothing to flush: every write is closed at once."""
 
 
-def progress_bar(total: int, desc: str, progress: bool = True) -> Any:
-    """A tqdm bar over ``total`` texts that shows texts/s and an ETA.
+def progress_bar(total: int, desc: str, progress: bool = True, unit: str = "text") -> Any:
+    """A tqdm bar over ``total`` texts (or other ``unit``\ s) that shows the rate and an ETA.
 
     When ``$LAYERFUSION_PROGRESS_FILE`` names a file, the bar is appended there whatever ``progress`` and
     ``TQDM_DISABLE`` say, and nothing goes to the output: ``layerfusion report`` sets it for the notebook kernels
@@ -184,11 +184,11 @@ def progress_bar(total: int, desc: str, progress: bool = True) -> Any:
     if side:
         from tqdm import tqdm as plain_tqdm
 
-        return plain_tqdm(total=total, desc=desc, unit="text", file=_AppendToFile(side), disable=False,
+        return plain_tqdm(total=total, desc=desc, unit=unit, file=_AppendToFile(side), disable=False,
                           mininterval=1.0, ncols=100)
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="text", disable=not progress)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not progress)
 
 
 class _StopForward(Exception):

@@ -39,7 +39,7 @@ def norms_per_layer(norms: pd.DataFrame):
 def layer_curves(per_layer: pd.DataFrame, pooling: str, metric: str = "test_accuracy"):
     """Accuracy per layer with its bootstrap CI band, against relative depth: a panel per dataset, a line per model.
 
-    The test curve is description only; the chosen layer (validation-best) is marked with a dot.
+    The test curve is description only; the selected layer (the profile's selection protocol) is marked with a dot.
     """
     df = per_layer[per_layer["pooling"] == pooling]
     datasets = list(dict.fromkeys(df["dataset"]))
@@ -60,7 +60,7 @@ def layer_curves(per_layer: pd.DataFrame, pooling: str, metric: str = "test_accu
 
 
 def best_layer_heatmap(summary: pd.DataFrame, pooling: str):
-    """Relative depth of the validation-best layer, model x dataset (annotated with the layer index)."""
+    """Relative depth of the selected layer, model x dataset (annotated with the layer index)."""
     df = summary[summary["pooling"] == pooling]
     depth = df.pivot(index="model", columns="dataset", values="best_rel_depth")
     layer = df.pivot(index="model", columns="dataset", values="best_layer")
@@ -97,7 +97,7 @@ def pooling_comparison(summary: pd.DataFrame):
         ax.set_title(dataset)
         lo = float(df["best_test_low"].min())
         ax.set_ylim(max(0.0, lo - 0.05), 1.0)
-    axes[0].set_ylabel("test accuracy at validation-best layer")
+    axes[0].set_ylabel("test accuracy at the selected layer")
     axes[0].legend(fontsize=7)
     return fig
 

@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from layerfusion import diagnostics, fusion, stats
 from layerfusion.data import SPLITS
+from layerfusion.extract import progress_bar
 from layerfusion.study import fusion_stats
 from layerfusion.study.features import Study
 from layerfusion.study.results import TableSet
@@ -272,10 +273,13 @@ def _fuse_dataset(study: Study, dataset: str, summary: pd.DataFrame, per_layer: 
     runner = _Runner(study, dataset, units)
     jobs, skipped = plan_jobs(models, operators, {m: units[m]["train"].shape[1] for m in models})
     preds, rows = {}, []
+    bar = progress_bar(len(jobs) * len(seeds), f"fusion {dataset}", study.progress, unit="fit")
     for names, op in jobs:
         for seed in seeds:
             preds[(names, op, seed)] = runner.fit(list(names), op, seed)
             rows.append(_row(dataset, names, op, seed, layers, preds[(names, op, seed)]))
+            bar.update(1)
+    bar.close()
     runs = pd.DataFrame(rows)
     ensembles = _ensembles(dataset, runner, models, preds, seeds, layers)
     comparisons = _comparisons(dataset, runs, preds, runner.y["test"], seeds)

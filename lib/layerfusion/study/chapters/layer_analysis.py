@@ -22,6 +22,7 @@ import pandas as pd
 from scipy.stats import entropy, spearmanr
 
 from layerfusion import diagnostics, heads, probe, select, stats
+from layerfusion.extract import progress_bar
 from layerfusion.data import SPLITS
 from layerfusion.study import claims
 from layerfusion.study.features import Study
@@ -306,10 +307,12 @@ def analyse_layers(study: Study, poolings: tuple[str, ...] | None = None) -> Lay
     log = WarningLog()
     parts: dict[str, list] = {k: [] for k in ("per_layer", "summary", "selection", "protocols", "label_free",
                                                "greedy", "authors", "baselines")}
+    bar = progress_bar(len(cfg.datasets) * len(cfg.models), "layer analysis", study.progress, unit="cell")
     for dataset in cfg.datasets:
         with log.capture(model="", dataset=dataset, pooling="", step="baselines"):
             parts["baselines"].extend(baselines(study, dataset))
         for model in cfg.models:
+            bar.set_postfix_str(f"{model} x {dataset}")
             for pooling in poolings:
                 primary = pooling == cfg.primary_pooling
                 with log.capture(model=model, dataset=dataset, pooling=pooling, step="probe"):
@@ -330,6 +333,8 @@ def analyse_layers(study: Study, poolings: tuple[str, ...] | None = None) -> Lay
                         parts["greedy"].append(greedy_layers(study, model, dataset, arrays))
             with log.capture(model=model, dataset=dataset, pooling=cfg.authors_protocol.pooling, step="authors"):
                 parts["authors"].extend(authors_protocol(study, model, dataset))
+            bar.update(1)
+    bar.close()
     tables = {key: _frame(value) for key, value in parts.items()}
     summary = tables["summary"]
     summary["p_best_vs_last_holm"] = summary.groupby("pooling")["p_best_vs_last"].transform(
