@@ -34,6 +34,7 @@ from layerfusion.study.chapters import fusion, layer_analysis
 from layerfusion.study.features import Study
 from layerfusion.study.results import TableSet
 from layerfusion.study.settings import RobustnessSettings
+from layerfusion.study.warnlog import WarningLog
 
 RECOMPUTED = ("layers_summary", "layers_per_layer", "fusion_runs", "fusion_ensembles", "fusion_comparisons",
               "fusion_stability", "fusion_complementarity")
@@ -49,6 +50,7 @@ class RobustnessAnalysis(TableSet):
     fusion: pd.DataFrame
     claims: pd.DataFrame
     cost: pd.DataFrame
+    warnings: pd.DataFrame
 
 
 def perturb(vectors: np.ndarray, settings: RobustnessSettings, key: str) -> np.ndarray:
@@ -89,22 +91,25 @@ def primary(summary: pd.DataFrame, pooling: str) -> pd.DataFrame:
     return rows
 
 
-def layer_tables(study: Study, pooling: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def layer_tables(study: Study, pooling: str, log: WarningLog | None = None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The layer chapter's per-layer rows, best-vs-last summary (Holm over these cells) and bootstrap selection
     frequencies for one pooling on every model x dataset, from one fit per cell under the profile's protocol
-    (``fit_probe``, ``probe_layers``, ``summarise``, ``selection_rows``)."""
+    (``fit_probe``, ``probe_layers``, ``summarise``, ``selection_rows``); warnings go to ``log`` as in chapter 2."""
     cfg = study.config
+    log = log or WarningLog()
     per_layer, summary, selection = [], [], []
     for dataset in cfg.datasets:
         for model in cfg.models:
-            fitted = layer_analysis.fit_probe(study, model, dataset, pooling, cfg.selection.protocol)
-            rows, arrays = layer_analysis.probe_layers(study, model, dataset, pooling, fitted)
-            per_layer.append(rows)
-            summary.append(layer_analysis.summarise(model, dataset, pooling, arrays, cfg.power.alpha,
-                                                    cfg.power.power))
-            selection.append(layer_analysis.selection_rows(model, dataset, pooling, cfg.selection.protocol,
-                                                           fitted[0], arrays["layers"], cfg.selection.n_boot,
-                                                           cfg.seed))
+            with log.capture(model=model, dataset=dataset, step="probe"):
+                fitted = layer_analysis.fit_probe(study, model, dataset, pooling, cfg.selection.protocol)
+                rows, arrays = layer_analysis.probe_layers(study, model, dataset, pooling, fitted)
+                per_layer.append(rows)
+                summary.append(layer_analysis.summarise(model, dataset, pooling, arrays, cfg.power.alpha,
+                                                        cfg.power.power))
+                selection.append(layer_analysis.selection_rows(model, dataset, pooling, cfg.selection.protocol,
+                                                               fitted[0], arrays["layers"], cfg.selection.n_boot,
+                                                               cfg.seed))
     return (pd.concat(per_layer, ignore_index=True), primary(pd.DataFrame(summary), pooling),
             pd.concat(selection, ignore_index=True))
 
@@ -138,11 +143,13 @@ def analyse_robustness(study: Study, load: claims.Loader, shaken: Study | None =
     cfg = study.config
     pooling, shaken = cfg.primary_pooling, shaken or perturbed_study(study)
     cost, start = [], time.perf_counter()
-    per_layer, summary, selection = layer_tables(shaken, pooling)
+    log = WarningLog()
+    per_layer, summary, selection = layer_tables(shaken, pooling, log)
     cost.append({"step": "layer probes and best-vs-last tests (reading and perturbing the features included)",
                  "seconds": time.perf_counter() - start})
     start = time.perf_counter()
-    fused = fusion.analyse_fusion(shaken, summary, per_layer, operators=("concat",), extras=False)
+    with log.capture(model="", dataset="", step="fusion"):
+        fused = fusion.analyse_fusion(shaken, summary, per_layer, operators=("concat",), extras=False)
     cost.append({"step": f"concatenations and ensembles, {len(cfg.fusion.seeds)} seeds",
                  "seconds": time.perf_counter() - start})
     start = time.perf_counter()
@@ -167,7 +174,7 @@ def analyse_robustness(study: Study, load: claims.Loader, shaken: Study | None =
         per_layer=_side_by_side(original["layers_per_layer"], per_layer, ["model", "dataset", "layer"],
                                 ["test_accuracy", "C"]),
         fusion=_side_by_side(*comparisons, ["dataset", "combo", "k"], ["test_mean", "gain", "p_value"]),
-        claims=verdicts, cost=pd.DataFrame(cost))
+        claims=verdicts, cost=pd.DataFrame(cost), warnings=log.table())
 
 
 def verdict_table(verdicts: pd.DataFrame) -> pd.DataFrame:
