@@ -85,6 +85,18 @@ def test_an_unknown_key_at_any_depth_names_its_path_and_the_allowed_keys(tmp_pat
     (lambda r: r["probe"].update(max_iter=0), r"probe\.max_iter: must be positive"),
     (lambda r: r.pop("models"), r"missing required settings \['models'\]"),
     (lambda r: r.update(profile="../up"), r"profile: '../up' is not a usable name"),
+    (lambda r: r.update(selection={"protocol": "loo"}), r"selection\.protocol: must be one of \['validation', 'cv'\]"),
+    (lambda r: r.update(selection={"folds": 1}), r"selection\.folds: cross-validation needs at least 2 folds"),
+    (lambda r: r.update(power={"discordance": {"sst2": 0.0}}), r"power\.discordance\.sst2: a discordance rate"),
+    (lambda r: r.update(power={"discordance": {"sst3": 0.1}}), r"power\.discordance\.sst3: not one of the profile"),
+    (lambda r: r.update(power={"discordance_grid": [0.1, 2]}), r"power\.discordance_grid\[1\]: a discordance"),
+    (lambda r: r.update(power={"power": 1.0}), r"power\.power: must lie strictly between 0 and 1"),
+    (lambda r: r.update(authors_protocol={"seeds": [1, 1]}), r"authors_protocol\.seeds: lists a seed twice"),
+    (lambda r: r.update(executor={"kind": "slurm"}), r"executor\.kind: must be one of \['local', 'ray'\]"),
+    (lambda r: r.update(executor={"kind": "local", "address": "auto"}),
+     r"executor\.kind: address and workers apply to kind: ray only"),
+    (lambda r: r.update(executor={"kind": "ray", "workers": 0}), r"executor\.workers: must be positive"),
+    (lambda r: r.update(executor={"kind": "ray", "nodes": 2}), r"executor\.nodes: unknown setting"),
 ])
 def test_bad_values_are_refused_where_they_enter(tmp_path, edit, expected):
     raw = json.loads(json.dumps(SMALL))
@@ -151,41 +163,12 @@ def test_a_named_profile_must_declare_its_own_name(tmp_path, monkeypatch):
     assert settings.read(path)["profile"] == "other"
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (lambda r: r.update(selection={"protocol": "loo"}), r"selection\.protocol: must be one of \['validation', 'cv'\]"),
-    (lambda r: r.update(selection={"folds": 1}), r"selection\.folds: cross-validation needs at least 2 folds"),
-    (lambda r: r.update(power={"discordance": {"sst2": 0.0}}), r"power\.discordance\.sst2: a discordance rate"),
-    (lambda r: r.update(power={"discordance": {"sst3": 0.1}}), r"power\.discordance\.sst3: not one of the profile"),
-    (lambda r: r.update(power={"discordance_grid": [0.1, 2]}), r"power\.discordance_grid\[1\]: a discordance"),
-    (lambda r: r.update(power={"power": 1.0}), r"power\.power: must lie strictly between 0 and 1"),
-    (lambda r: r.update(authors_protocol={"seeds": [1, 1]}), r"authors_protocol\.seeds: lists a seed twice"),
-])
-def test_selection_power_and_seed_settings_are_checked(tmp_path, edit, expected):
-    raw = json.loads(json.dumps(SMALL))
-    edit(raw)
-    with pytest.raises(ProfileError, match=expected):
-        StudyConfig.from_profile(write(tmp_path, "bad.yaml", raw))
-
-
 def test_shipped_profiles_plan_power_for_every_dataset_and_state_their_protocol():
     for name in settings.available():
         cfg = StudyConfig.from_profile(name)
         assert set(cfg.datasets) <= set(cfg.power.discordance), f"params/{name}.yaml: a planning rate per dataset"
         assert cfg.selection.protocol in settings.PROTOCOLS
     assert len(StudyConfig.from_profile("default").authors_protocol.seeds) >= 5
-
-
-@pytest.mark.parametrize("executor, expected", [
-    ({"kind": "slurm"}, r"executor\.kind: must be one of \['local', 'ray'\]"),
-    ({"kind": "local", "address": "auto"}, r"executor\.kind: address and workers apply to kind: ray only"),
-    ({"kind": "ray", "workers": 0}, r"executor\.workers: must be positive"),
-    ({"kind": "ray", "nodes": 2}, r"executor\.nodes: unknown setting"),
-])
-def test_executor_settings_are_checked(tmp_path, executor, expected):
-    raw = json.loads(json.dumps(SMALL))
-    raw["executor"] = executor
-    with pytest.raises(ProfileError, match=expected):
-        StudyConfig.from_profile(write(tmp_path, "bad.yaml", raw))
 
 
 def test_the_executor_is_local_unless_a_profile_or_override_asks_for_ray(tmp_path):

@@ -7,9 +7,9 @@ features through ``Study.features``, which extracts on first use and reads the c
 from __future__ import annotations
 
 import gc
-from dataclasses import replace
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
