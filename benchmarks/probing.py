@@ -14,7 +14,7 @@ same way. Both run in this process, alternating (sklearn, ours, sklearn, ours, .
 machine hits both; their ratio is what to read, not the absolute times. Each is run ``--repeats`` times and the
 fastest kept. The printed "speedup" is sklearn's time on its few layers divided by ours on all layers: above 1 means
 fitting every layer batched costs less than fitting a handful one by one. Peak memory is measured by
-``layerfusion.overhead.measure`` around our fit (on CPU the resident set sampled every 5 ms plus the kernel's
+``layerfusion.meter.measure`` around our fit (on CPU the resident set sampled every 5 ms plus the kernel's
 high-water mark, on CUDA the peak allocation), above its level just before it (lowest over the repeats, so the first
 call's one-time allocator and thread-pool growth is left out), beside the size of the float32 copy of the training
 stack.
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from layerfusion import overhead, probe
+from layerfusion import meter, probe
 
 CS = (0.01, 0.1, 1.0, 10.0)
 
@@ -105,7 +105,7 @@ def compare(X_tr: np.ndarray, y_tr: np.ndarray, X_val: np.ndarray, y_val: np.nda
         start = time.perf_counter()
         theirs_scores = sklearn_layers(X_tr, y_tr, X_val, y_val, picked, Cs, max_iter, tol)
         theirs = min(theirs, time.perf_counter() - start)
-        timed = overhead.measure(fit, repeats=1, warmup=0, device=device)
+        timed = meter.measure(fit, repeats=1, warmup=0, device=device)
         est, not_converged = timed.result
         ours, memory_growth = min(ours, timed.seconds_min), min(memory_growth, timed.peak_bytes / 2**20)
     return {

@@ -230,10 +230,14 @@ def scaling(df: pd.DataFrame, x: str, y: str = "seconds", title: str | None = No
 
 
 def pareto(df: pd.DataFrame, front: pd.DataFrame, cost: str = "cost", score: str = "accuracy",
-           label: str = "label"):
-    """Accuracy against inference cost with the Pareto front drawn, one panel per dataset."""
+           label: str = "label", xlabel: str = "extraction cost (s per 1,000 texts, log scale)",
+           ylabel: str = "test accuracy"):
+    """Accuracy against inference cost with the Pareto front drawn, one panel per dataset (log cost axis with
+    plain-number ticks that do not overlap)."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
     datasets = list(dict.fromkeys(df["dataset"]))
-    fig, axes = _panels(len(datasets), ncols=2, height=3.3)
+    fig, axes = _panels(len(datasets), ncols=2, height=3.3, width=4.2)
     for ax, dataset in zip(axes, datasets):
         sub, fr = df[df["dataset"] == dataset], front[front["dataset"] == dataset].sort_values(cost)
         ax.scatter(sub[cost], sub[score], s=14, color="tab:gray", alpha=0.7)
@@ -242,9 +246,13 @@ def pareto(df: pd.DataFrame, front: pd.DataFrame, cost: str = "cost", score: str
             ax.annotate(getattr(row, label), (getattr(row, cost), getattr(row, score)), fontsize=6,
                         xytext=(3, -8), textcoords="offset points")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=8))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(axis="x", labelsize=7)
         ax.set_title(dataset)
-        ax.set_xlabel(cost.replace("_", " "))
-    axes[0].set_ylabel(score.replace("_", " "))
+        ax.set_xlabel(xlabel)
+    axes[0].set_ylabel(ylabel)
     return fig
 
 
@@ -269,22 +277,52 @@ def class_histograms(counts: pd.DataFrame):
 
 
 def scaling_panels(curves: pd.DataFrame, axes=None):
-    """Four scaling curves of one model: seconds vs n_texts, max_length, layers kept; peak memory vs budget.
-
-    Draws into ``axes`` (four of them) when given, else into a new one-row figure, which it returns.
-    """
+    """Cost curves of one model: seconds (median, 95 % interval over the repeats) against texts, max_length and the
+    deepest layer kept; fresh-process peak memory of one extraction against the deepest layer kept and the token
+    budget. Draws into ``axes`` (five) when given, else into a new one-row figure, which it returns."""
     fig = None
     if axes is None:
-        fig, axes = plt.subplots(1, 4, figsize=(15, 3.2), constrained_layout=True)
+        fig, axes = plt.subplots(1, 5, figsize=(17, 3.2), constrained_layout=True)
     specs = (("n_texts", "seconds", "texts"), ("max_length", "seconds", "max_length (tokens)"),
-             ("layers", "seconds", "deepest layer kept"), ("token_budget", "peak_bytes", "token budget per batch"))
+             ("layers", "seconds", "deepest layer kept"), ("layers", "peak_bytes", "deepest layer kept"),
+             ("token_budget", "peak_bytes", "token budget (tokens per batch)"))
     for ax, (vary, y, xlabel) in zip(axes, specs):
         df = curves[curves["vary"] == vary].sort_values("value")
-        values = df[y] / 2**20 if y == "peak_bytes" else df[y]
-        ax.plot(df["value"].astype(float), values, marker="o")
+        x = df["value"].astype(float)
+        if y == "peak_bytes":
+            ax.plot(x, df[y].astype(float) / 2**20, marker="o", color="tab:orange")
+            ax.set_ylabel("extraction peak memory (MiB)")
+        else:
+            ax.plot(x, df[y], marker="o")
+            if "seconds_low" in df:
+                ax.fill_between(x, df["seconds_low"].astype(float), df["seconds_high"].astype(float), alpha=0.25)
+            ax.set_ylabel("extraction time (s)")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("peak memory added (MiB)" if y == "peak_bytes" else "seconds")
         ax.set_ylim(bottom=0)
+    return fig
+
+
+def gpu_overhead(summary: pd.DataFrame, gpu: str):
+    """The paper's-scale GPU table: peak memory (GiB) and throughput (tokens/s) against layers kept, one line per
+    backbone (and dtype), the GPU named in the title; nothing (None) when the summary is empty."""
+    if summary.empty:
+        return None
+    fig, (mem, thr) = plt.subplots(1, 2, figsize=(10, 3.4), constrained_layout=True)
+    keys = [c for c in ("model", "dtype") if c in summary]
+    for name, grp in summary.groupby(keys, sort=True):
+        grp = grp.groupby("layers_kept", as_index=False).agg(
+            peak_bytes=("peak_bytes", "max"), **({"tokens_per_s": ("tokens_per_s", "median")}
+                                                 if "tokens_per_s" in grp else {}))
+        label = " ".join(str(n) for n in (name if isinstance(name, tuple) else (name,)))
+        mem.plot(grp["layers_kept"], grp["peak_bytes"] / 2**30, marker="o", label=label)
+        if "tokens_per_s" in grp:
+            thr.plot(grp["layers_kept"], grp["tokens_per_s"], marker="o", label=label)
+    mem.set_xlabel("layers kept")
+    mem.set_ylabel("peak GPU memory (GiB)")
+    thr.set_xlabel("layers kept")
+    thr.set_ylabel("throughput (tokens/s)")
+    mem.legend(fontsize=7)
+    fig.suptitle(gpu, fontsize=9)
     return fig
 
 

@@ -163,7 +163,9 @@ class FusionSettings(SettingsBlock):
 @dataclass(frozen=True)
 class OverheadSettings(SettingsBlock):
     """The overhead chapter's measurements. ``model`` / ``dataset`` default to the profile's first; ``max_length``
-    and ``token_budget`` (the values the scaling curves sweep) default to the profile's own single value."""
+    and ``token_budget`` (the values the scaling curves sweep) default to the profile's own single value. Every
+    time is the median of ``repeats`` runs after a warm-up (with its interval); every memory figure one fresh
+    process per setting."""
 
     model: str | None = None
     dataset: str | None = None
@@ -172,7 +174,7 @@ class OverheadSettings(SettingsBlock):
     token_budget: tuple[int, ...] | None = None
     n_layers_sample: int = 4
     deploy_n_texts: int = 32
-    repeats: int = 1
+    repeats: int = 5
 
     def check(self) -> None:
         _non_empty(self, "n_texts")
