@@ -125,22 +125,3 @@ def test_fresh_process_errors_name_the_target():
         meter.peak_in_fresh_process("layerfusion.meter:allocation", {"n_bytes": 1, "kind": "torch"})
     with pytest.raises(ValueError, match="JSON"):
         meter.peak_in_fresh_process("layerfusion.meter:allocation", {"n_bytes": object()})
-
-
-def test_cuda_allocator_peak_in_fresh_process():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device")
-    m = meter.peak_in_fresh_process("layerfusion.meter:allocation",
-                                    {"n_bytes": 200 * MIB, "kind": "torch", "device": "cuda:0"}, device="cuda:0")
-    assert m.memory_kind == "cuda_allocated" and m.cuda_peak_bytes >= 200 * MIB
-
-
-def test_measure_tracks_cuda_allocations():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device")
-    m = meter.measure(lambda: torch.ones(25 * 1024 * 1024, device="cuda").numel(), repeats=2,
-                      device="cuda", dtype=torch.float32)
-    assert m.memory_kind == "cuda_allocated" and m.dtype == "float32"
-    assert m.peak_bytes >= 100 * MIB and m.result == 25 * 1024 * 1024

@@ -9,6 +9,7 @@ import matplotlib
 import pandas as pd
 import pytest
 
+from layerfusion import meter
 from layerfusion.study import plots
 from layerfusion.study.chapters import overhead
 
@@ -132,3 +133,27 @@ def test_pareto_figure_log_axis_labels_do_not_overlap_and_carry_a_unit():
     boxes = sorted(boxes, key=lambda b: b.x0)
     assert len(boxes) >= 2
     assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:])), "x tick labels overlap"
+
+
+# the meter on CUDA (benchmarks/gpu_check.sh runs `-k cuda` in this file on a lent GPU) ------------------------
+
+MIB = 2**20
+
+
+def test_cuda_allocator_peak_in_fresh_process():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    m = meter.peak_in_fresh_process("layerfusion.meter:allocation",
+                                    {"n_bytes": 200 * MIB, "kind": "torch", "device": "cuda:0"}, device="cuda:0")
+    assert m.memory_kind == "cuda_allocated" and m.cuda_peak_bytes >= 200 * MIB
+
+
+def test_measure_tracks_cuda_allocations():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    m = meter.measure(lambda: torch.ones(25 * 1024 * 1024, device="cuda").numel(), repeats=2,
+                      device="cuda", dtype=torch.float32)
+    assert m.memory_kind == "cuda_allocated" and m.dtype == "float32"
+    assert m.peak_bytes >= 100 * MIB and m.result == 25 * 1024 * 1024
