@@ -1,7 +1,7 @@
 """layerfusion: layer-aware embedding fusion for frozen LLMs.
 
 Two tiers. The engine (the modules of this package: data, models, pooling, extract, cache, probe, select, fusion,
-stats, diagnostics, overhead, ...) is a library for anyone's models and data and knows nothing of the book. The study
+stats, diagnostics, meter, sweeps, ...) is a library for anyone's models and data and knows nothing of the book. The study
 (``layerfusion.study``: profiles, one analysis per chapter, claims, results store, report, plots, CLI) is this
 project's use of the engine. Data flows one way: the study imports the engine, never the reverse.
 
