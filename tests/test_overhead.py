@@ -21,11 +21,17 @@ def _gpu_rows():
     for model, base in (("llama-2-7b", 14e9), ("gemma-2-2b", 5e9)):
         for layers in (1, 16, 33):
             for repeat in range(3):
-                rows.append({"gpu": "NVIDIA H200", "model shape": model, "dtype": "bfloat16", "layers_kept": layers,
-                             "n_texts": 256, "tokens": 65536, "repeat": repeat,
+                rows.append({"kind": "extract", "gpu": "NVIDIA H200", "model shape": model, "dtype": "bfloat16",
+                             "layers_kept": layers, "n_texts": 256, "tokens": 256, "real_tokens": 65536,
+                             "repeat": repeat,
                              "seconds": 1.0 + 0.01 * layers + 0.001 * repeat,
                              "peak_bytes": int(base + layers * 1e8), "versions": "torch 2.11.0",
                              "git sha": "abc123def4567890"})
+    for repeat in range(3):  # as benchmarks.gpu_overhead writes them: both backbones extracted, then the fusion head
+        rows.append({"kind": "fused", "gpu": "NVIDIA H200", "model shape": "llama-2-7b+gemma-2-2b",
+                     "dtype": "bfloat16", "layers_kept": "all", "n_texts": 256, "tokens": 256, "real_tokens": 65536,
+                     "repeat": repeat, "seconds": 3.0 + 0.001 * repeat, "peak_bytes": int(14e9 + 33 * 1e8),
+                     "versions": "torch 2.11.0", "git sha": "abc123def4567890"})
     return rows
 
 
@@ -36,7 +42,7 @@ def test_gpu_table_reads_csv_and_json_normalises_names_and_skips_provenance(tmp_
     (folder / "more.json").write_text(json.dumps({"rows": _gpu_rows()[:2]}))
     (folder / "provenance.json").write_text(json.dumps({"gpu": "NVIDIA H200", "command": "..."}))
     raw = overhead.gpu_table(folder)
-    assert len(raw) == 18 + 2 and {"model", "git_sha", "layers_kept", "source"} <= set(raw.columns)
+    assert len(raw) == 21 + 2 and {"model", "git_sha", "layers_kept", "source"} <= set(raw.columns)
     assert overhead.gpu_names(raw) == "NVIDIA H200"
     assert "NVIDIA H200" in overhead.gpu_status(raw)["gpu_sentence"]
 
@@ -59,22 +65,34 @@ def test_gpu_table_missing_required_column_names_the_file(tmp_path):
 
 
 def test_gpu_summary_medians_throughput_peak_and_optional_columns(tmp_path):
-    raw = pd.DataFrame(_gpu_rows())
-    raw.columns = [overhead.GPU_ALIASES.get(c.replace(" ", "_"), c.replace(" ", "_")) for c in raw.columns]
+    raw = overhead.gpu_columns(pd.DataFrame(_gpu_rows()))
     summary = overhead.gpu_summary(raw)
-    assert len(summary) == 6 and (summary["repeats"] == 3).all()
-    row = summary[(summary["model"] == "llama-2-7b") & (summary["layers_kept"] == 16)].iloc[0]
+    assert len(summary) == 7 and (summary["repeats"] == 3).all()
+    row = summary[(summary["model"] == "llama-2-7b") & (summary["layers_kept"] == "16")].iloc[0]
     assert row["seconds"] == pytest.approx(1.0 + 0.16 + 0.001)
     assert row["tokens_per_s"] == pytest.approx(65536 / row["seconds"])
     assert row["peak_bytes"] == int(14e9 + 16 * 1e8)
     minimal = overhead.gpu_summary(raw[["gpu", "model", "layers_kept", "seconds", "peak_bytes"]])
-    assert len(minimal) == 6 and "tokens_per_s" not in minimal
+    assert len(minimal) == 7 and "tokens_per_s" not in minimal
     shown = overhead.gpu_reader_table(summary)
-    assert shown["layers kept"].dtype.kind == "i" and shown["repeats"].dtype.kind == "i"
+    assert list(shown["layers kept"]).count("all") == 1 and shown["repeats"].dtype.kind == "i"
     assert "peak memory (GiB)" in shown and "throughput (tokens/s)" in shown
-    fig = plots.gpu_overhead(summary, "NVIDIA H200")
+    sweep = overhead.gpu_layer_sweep(summary)
+    assert len(sweep) == 6 and sweep["layers_kept"].dtype.kind == "i" and set(sweep["kind"]) == {"extract"}
+    fig = plots.gpu_overhead(sweep, "NVIDIA H200")
     assert fig._suptitle.get_text() == "NVIDIA H200"
     assert [ax.get_ylabel() for ax in fig.axes] == ["peak GPU memory (GiB)", "throughput (tokens/s)"]
+
+
+def test_gpu_table_keeps_tokens_per_text_beside_real_tokens(tmp_path):
+    """benchmarks.gpu_overhead writes ``tokens`` (per text) and ``real_tokens``: the alias of the second must not
+    turn it into a second ``tokens`` column (which broke the summary)."""
+    folder = tmp_path / "gpu"
+    folder.mkdir()
+    pd.DataFrame(_gpu_rows()).rename(columns={"model shape": "model_shape"}).to_csv(folder / "gpu.csv", index=False)
+    raw = overhead.gpu_table(folder)
+    assert list(raw.columns).count("tokens") == 1 and "real_tokens" in raw
+    assert (overhead.gpu_summary(raw)["tokens"] == 256).all()
 
 
 def _curves():

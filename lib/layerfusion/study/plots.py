@@ -304,7 +304,8 @@ def scaling_panels(curves: pd.DataFrame, axes=None):
 
 def gpu_overhead(summary: pd.DataFrame, gpu: str):
     """The paper's-scale GPU table: peak memory (GiB) and throughput (tokens/s) against layers kept, one line per
-    backbone (and dtype), the GPU named in the title; nothing (None) when the summary is empty."""
+    backbone (and dtype), the GPU named in the title; nothing (None) when the summary is empty. ``summary`` is the
+    layers-kept sweep (``chapters.overhead.gpu_layer_sweep``)."""
     if summary.empty:
         return None
     fig, (mem, thr) = plt.subplots(1, 2, figsize=(10, 3.4), constrained_layout=True)

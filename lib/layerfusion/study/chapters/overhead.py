@@ -263,9 +263,18 @@ def _gpu_rows(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def gpu_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with column names normalised: lower case, ``_`` for spaces and dashes, ``GPU_ALIASES`` applied only
+    where the table lacks the canonical name (gpu_overhead.csv has both ``tokens`` per text and ``real_tokens``: the
+    second must not become a duplicate ``tokens``)."""
+    names = [str(c).strip().lower().replace(" ", "_").replace("-", "_") for c in df.columns]
+    return df.set_axis([GPU_ALIASES[c] if c in GPU_ALIASES and GPU_ALIASES[c] not in names else c for c in names],
+                       axis=1)
+
+
 def gpu_table(folder: str | Path) -> pd.DataFrame | None:
     """The measurements of every GPU table (``*.csv`` / ``*.json``, provenance files skipped) under ``folder``, with
-    column names normalised (lower case, ``_`` for spaces, ``GPU_ALIASES``); None when there is none.
+    column names normalised (``gpu_columns``); None when there is none.
     Raises ``ValueError`` naming the file when a table lacks a column of ``GPU_REQUIRED``."""
     root = Path(folder)
     if not root.is_dir():
@@ -275,8 +284,7 @@ def gpu_table(folder: str | Path) -> pd.DataFrame | None:
         if path.suffix not in (".csv", ".json") or "provenance" in path.stem.lower():
             continue
         df = _gpu_rows(path)
-        df.columns = [GPU_ALIASES.get(c, c) for c in (str(c).strip().lower().replace(" ", "_").replace("-", "_")
-                                                      for c in df.columns)]
+        df = gpu_columns(df)
         missing = [c for c in GPU_REQUIRED if c not in df.columns]
         if missing:
             raise ValueError(f"{path}: GPU table lacks column(s) {missing}; it has {list(df.columns)}")
@@ -284,20 +292,26 @@ def gpu_table(folder: str | Path) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
+GPU_KINDS = {"extract": "extraction, every pooling", "fusion_fit": "fusion head training",
+             "fused": "extraction of each backbone + fusion head"}
+"""What each ``kind`` of row of ``benchmarks.gpu_overhead`` measures, in the reader's words."""
+
 GPU_SUMMARY_COLUMNS = ("gpu", "model", "layers_kept", "repeats", "seconds", "seconds_low", "seconds_high",
                        "peak_bytes")
 
 
 def gpu_summary(raw: pd.DataFrame | None) -> pd.DataFrame:
-    """One row per GPU x model x dtype x layers kept (x texts and tokens where given): repeats, median seconds and
-    its interval, throughput (tokens/s and texts/s at the median, where the table has tokens / n_texts) and the
-    largest peak memory (bytes) over the repeats. No table (None) gives an empty frame."""
+    """One row per kind of measurement x GPU x model x dtype x layers kept (x texts and tokens where given): repeats,
+    median seconds and its interval, throughput (real tokens/s and texts/s at the median) and the largest peak memory
+    (bytes) over the repeats. ``layers_kept`` stays as written (a count, or "all" for the fused rows). No table (None)
+    gives an empty frame."""
     if raw is None:
         return pd.DataFrame(columns=list(GPU_SUMMARY_COLUMNS))
-    keys = [c for c in ("gpu", "model", "dtype", "models_fused", "layers_kept", "n_texts", "tokens", "max_length")
-            if c in raw.columns]
+    keys = [c for c in ("kind", "gpu", "model", "dtype", "models_fused", "layers_kept", "n_texts", "tokens",
+                        "max_length") if c in raw.columns]
+    raw = raw.assign(layers_kept=raw["layers_kept"].astype(str))
     rows = []
-    for key, grp in raw.groupby(keys, sort=True, dropna=False):
+    for key, grp in raw.groupby(keys, sort=False, dropna=False):
         seconds = grp["seconds"].dropna().astype(float).to_numpy()
         if len(seconds) == 0:
             continue
@@ -305,12 +319,30 @@ def gpu_summary(raw: pd.DataFrame | None) -> pd.DataFrame:
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         row.update({"repeats": len(seconds), "seconds": med, "seconds_low": low, "seconds_high": high,
                     "peak_bytes": int(grp["peak_bytes"].max())})
-        if "tokens" in row and pd.notna(row["tokens"]):
-            row["tokens_per_s"] = float(row["tokens"]) / med
+        if row.get("kind") == "fusion_fit":
+            pass  # the fusion head reads vectors, not tokens: no throughput in tokens
+        elif "real_tokens" in grp and grp["real_tokens"].notna().any():
+            row["tokens_per_s"] = float(grp["real_tokens"].median()) / med
+        elif "tokens" in row and "n_texts" in row and pd.notna(row["tokens"]) and pd.notna(row["n_texts"]):
+            row["tokens_per_s"] = float(row["tokens"]) * float(row["n_texts"]) / med
         if "n_texts" in row and pd.notna(row["n_texts"]):
             row["texts_per_s"] = float(row["n_texts"]) / med
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def gpu_layer_sweep(summary: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the layers-kept sweep: extraction rows (kind ``extract`` where the table has kinds) at each
+    model's most common texts x tokens size, ``layers_kept`` as an integer; what the GPU figure draws."""
+    if summary.empty:
+        return summary
+    rows = summary[summary["kind"] == "extract"] if "kind" in summary else summary
+    rows = rows[pd.to_numeric(rows["layers_kept"], errors="coerce").notna()].copy()
+    size = [c for c in ("n_texts", "tokens") if c in rows]
+    if size:
+        common = rows.groupby("model")[size].agg(lambda c: c.mode().iloc[0])
+        rows = rows[(rows[size] == common.loc[rows["model"]].to_numpy()).all(axis=1)]
+    return rows.assign(layers_kept=rows["layers_kept"].astype(int))
 
 
 def gpu_names(raw: pd.DataFrame | None) -> str:
@@ -429,11 +461,13 @@ def gpu_reader_table(summary: pd.DataFrame) -> pd.DataFrame | None:
     """The GPU summary for reading (None, which shows nothing, when there is no GPU table)."""
     if summary.empty:
         return None
-    out = pd.DataFrame({"GPU": summary["gpu"], "backbone": summary["model"]})
+    out = pd.DataFrame({"GPU": summary["gpu"], "backbone(s)": summary["model"]})
+    if "kind" in summary:
+        out.insert(0, "measured", summary["kind"].map(GPU_KINDS).fillna(summary["kind"]))
     for col in ("dtype", "models_fused", "n_texts", "tokens"):
         if col in summary:
-            out[col.replace("_", " ")] = summary[col]
-    out["layers kept"] = summary["layers_kept"].astype(int)
+            out[col.replace("_", " ").replace("n texts", "texts").replace("tokens", "tokens per text")] = summary[col]
+    out["layers kept"] = summary["layers_kept"].astype(str)
     out["repeats"] = summary["repeats"].astype(int)
     out["time (s)"] = _interval(summary["seconds"], summary["seconds_low"], summary["seconds_high"], digits=3)
     out["peak memory (GiB)"] = (summary["peak_bytes"].astype(float) / 2**30).round(2)
