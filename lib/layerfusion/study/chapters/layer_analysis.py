@@ -29,6 +29,7 @@ from layerfusion.study.features import Study
 from layerfusion.study.results import TableSet
 from layerfusion.study.selection import greedy_units
 from layerfusion.study.settings import PROTOCOLS
+from layerfusion.study.verdicts import Levels
 from layerfusion.study.warnlog import WarningLog
 
 
@@ -103,8 +104,8 @@ def probe_layers(study: Study, model: str, dataset: str, pooling: str, fitted: t
     return pd.DataFrame(rows), arrays
 
 
-def summarise(model: str, dataset: str, pooling: str, arrays: dict[str, Any], alpha: float = 0.05,
-              power: float = 0.8) -> dict[str, Any]:
+def summarise(model: str, dataset: str, pooling: str, arrays: dict[str, Any], alpha: float,
+              power: float) -> dict[str, Any]:
     """Selected layer vs the last layer: test accuracy, CI, McNemar p, their discordance on test and the smallest
     difference McNemar detects there at ``alpha`` with ``power`` (``stats.mcnemar_mde``), and the tied set."""
     layers, y_te, y_sel = arrays["layers"], arrays["y_te"], arrays["y_sel"]
@@ -411,14 +412,24 @@ def protocol_facts(protocols: pd.DataFrame, profile_protocol: str) -> dict[str, 
 
 def dependence_table(selection: pd.DataFrame, summary: pd.DataFrame, pooling: str) -> pd.DataFrame:
     """Per model and pair of datasets, the overlap of their bootstrap selection distributions
-    (``claims.dataset_dependence``, the rule of claim 1) under the protocol the summary selected with."""
+    (``claims.dataset_dependence``, descriptive) under the protocol the summary selected with."""
     protocol = summary.loc[summary["pooling"] == pooling, "protocol"].iloc[0]
     rows = selection[(selection["pooling"] == pooling) & (selection["protocol"] == protocol)]
     return claims.dataset_dependence(rows).round(3)
 
 
-def headline(summary: pd.DataFrame, pooling: str, selection: pd.DataFrame | None = None) -> dict[str, Any]:
-    """The numbers the chapter's prose quotes, from the same function that judges claim 1 (``claims.layer_facts``),
-    rounded for reading."""
+def headline(summary: pd.DataFrame, pooling: str, levels: Levels,
+             selection: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The numbers the chapter's prose quotes, from the same function that judges claim 1 (``claims.layer_facts``,
+    at the profile's ``levels``), rounded for reading."""
     return {key: round(value, 3) if isinstance(value, float) else value
-            for key, value in claims.layer_facts(summary, pooling, selection).items()}
+            for key, value in claims.layer_facts(summary, pooling, levels, selection).items()}
+
+
+def dataset_table(summary: pd.DataFrame, pooling: str, levels: Levels) -> pd.DataFrame:
+    """Claim 1 at its unit, the dataset (``claims.dataset_effects``), rounded for reading: the mean over models of
+    selected − last (points), its conservative standard error, one-sided Holm p-values both ways, MDE and the
+    models whose own McNemar test (Holm across cells) finds the selected layer better or worse."""
+    table = claims.dataset_effects(summary, pooling, levels)
+    return table.round({"difference": 2, "se": 2, "mde": 2}).assign(
+        **{c: table[c].map(lambda p: f"{p:.2g}") for c in ("p_value", "p_opposite", "p_holm", "p_opposite_holm")})
