@@ -228,8 +228,10 @@ def test_fusion_chapter_reuses_the_single_fits_for_the_ensemble_and_recomputes_i
         self, *a, **k))
     fused = chapter.analyse_fusion(study, summary, per_layer)
     # 3 singles + 4 concatenations + 3 pairs and 1 triple of "sum", 2 seeds, per dataset; then the controls:
-    # 4 reduced concatenations and 1 two-layer model, 2 seeds each; the ensembles train nothing.
-    assert len(fused.runs) == 2 * (3 + 4 + 4) * 2 and len(fits) == len(fused.runs) + 2 * (4 + 1) * 2
+    # 4 reduced concatenations, the reduction check on the best model and 1 two-layer model, 2 seeds each; the
+    # ensembles train nothing.
+    assert len(fused.runs) == 2 * (3 + 4 + 4) * 2 and len(fits) == len(fused.runs) + 2 * (4 + 1 + 1) * 2
+    assert fused.controls["control"].str.startswith("check: best single model twice").sum() == 2
     assert len(fused.ensembles) == 2 * 4 * 2 and set(fused.ensembles["operator"]) == {"ensemble"}
     stab = fused.stability
     assert stab.groupby("method").size().to_dict() == {"concatenation": 8, "ensemble": 8, "single": 6}

@@ -3,8 +3,9 @@
 Every combination of >= 2 models is fused with concatenation (and the other operators on pairs and on all models),
 over the profile's seeds. Each fusion is compared with the validation-best single model on the same test items with
 every seed (``fusion_stats.paired_gain``; Holm within the dataset for the figure), with the same fusion squeezed to
-the single model's dimension (PCA fitted on train) and with the best model concatenated with its own second-best
-layer. An ensemble of the single-model classifiers (their predicted probabilities averaged, same seed, no new fit)
+the single model's dimension (PCA fitted on train where train has enough rows per component, else a random
+projection; the same reduction applied to the best single model shows what the reduction alone costs) and with the
+best model concatenated with its own second-best layer. An ensemble of the single-model classifiers (their predicted probabilities averaged, same seed, no new fit)
 stands beside every concatenation, so that what averaging more models does to the spread is seen apart from fusion.
 Complementarity diagnostics (Cohen's kappa, error overlap, linear CKA) are computed on validation and set against
 the test gain. A greedy search over (model, layer) units closes the chapter. A job an operator cannot take
@@ -189,31 +190,47 @@ def stability_table(runs: pd.DataFrame, ensembles: pd.DataFrame) -> pd.DataFrame
     return out
 
 
+PCA_ROWS_PER_COMPONENT = 4
+"""The equal-dimension control uses PCA only with at least this many train rows per component; otherwise a seeded
+Gaussian random projection. The classifier standardises every input column, so PCA components beyond what the rows
+can estimate (640 components from 1,000 rows) are noise scaled up to unit variance: a single model squeezed that way
+loses most of its accuracy, and the control would test the reduction rather than the fusion."""
+
+
+def _reduction(dim: int, n_train: int) -> str:
+    return "pca" if dim * PCA_ROWS_PER_COMPONENT <= n_train else "random"
+
+
 def _controls(study: Study, dataset: str, runner: _Runner, units: dict, models: list[str], best: str,
               per_layer: pd.DataFrame, seeds: list[int], runs: pd.DataFrame) -> pd.DataFrame:
-    """Fusions at the best single model's dimensionality, and the best model fused with its own second layer.
+    """Fusions at the best single model's dimensionality, the same reduction applied to the best single model
+    (its vectors twice, squeezed back to its own width: a reduction a single model passes keeps its accuracy), and
+    the best model fused with its own second layer.
 
-    The reduction is PCA fitted on train where train has enough rows for that many components, else a seeded
-    Gaussian random projection (also fitted on train only); the row says which. A combination already no wider
-    than the best single model needs no reduction: its concatenation's own runs are the control (not refitted).
+    The reduction (fitted on train only) is PCA where train has ``PCA_ROWS_PER_COMPONENT`` rows per component,
+    else a seeded Gaussian random projection; the row says which. A combination already no wider than the best
+    single model needs no reduction: its concatenation's own runs are the control (not refitted).
     """
     rows = []
     dim = units[best]["train"].shape[1]
+    n_train = units[best]["train"].shape[0]
     concat = runs[runs["operator"] == "concat"].assign(combo=runs["models"].map(tuple))
-    for k in range(2, len(models) + 1):
-        for names in combinations(models, k):
-            full = {s: [np.concatenate([units[n][s] for n in names], axis=1)] for s in SPLITS}
-            width = full["train"][0].shape[1]
-            if dim >= width:
-                method, accs = "none needed", concat.loc[concat["combo"] == names, "test_accuracy"].tolist()
-            else:
-                method = "pca" if dim <= min(full["train"][0].shape) else "random"
-                reduced = fusion.match_dimension(full["train"][0], [full["validation"][0], full["test"][0]], dim,
-                                                 method=method, random_state=study.config.seed)
-                feats = {s: [x] for s, x in zip(SPLITS, reduced)}
-                accs = [runner.fit(list(names), "concat", seed, features=feats)["test_accuracy"] for seed in seeds]
-            rows.append({"dataset": dataset, "control": f"fusion reduced to best single's dimension ({method})",
-                         "models": list(names), "dim": int(min(dim, width)), **_mean_std(accs)})
+    candidates = [((best, best), "check: best single model twice, reduced the same way")]
+    candidates += [(names, None) for k in range(2, len(models) + 1) for names in combinations(models, k)]
+    for names, label in candidates:
+        full = {s: [np.concatenate([units[n][s] for n in names], axis=1)] for s in SPLITS}
+        width = full["train"][0].shape[1]
+        if dim >= width:
+            method, accs = "none needed", concat.loc[concat["combo"] == names, "test_accuracy"].tolist()
+        else:
+            method = _reduction(dim, n_train)
+            reduced = fusion.match_dimension(full["train"][0], [full["validation"][0], full["test"][0]], dim,
+                                             method=method, random_state=study.config.seed)
+            feats = {s: [x] for s, x in zip(SPLITS, reduced)}
+            accs = [runner.fit(list(names), "concat", seed, features=feats)["test_accuracy"] for seed in seeds]
+        label = label or "fusion reduced to best single's dimension"
+        rows.append({"dataset": dataset, "control": f"{label} ({method})", "models": list(dict.fromkeys(names)),
+                     "dim": int(min(dim, width)), **_mean_std(accs)})
     ranked = per_layer[(per_layer["dataset"] == dataset) & (per_layer["model"] == best)
                        & (per_layer["pooling"] == study.config.primary_pooling)]
     top2 = [int(x) for x in ranked.sort_values("val_accuracy", ascending=False)["layer"].head(2)]
