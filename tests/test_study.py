@@ -53,9 +53,11 @@ def test_layer_summary_from_arrays_picks_validation_best_and_tests_last():
     table = layer_analysis.summary_table(pd.DataFrame([{**row, "p_best_vs_last_holm": row["p_best_vs_last"]}]),
                                          "mean")
     assert table.loc[0, "selected / last layer"] == "1 / 2"
-    facts = layer_analysis.headline(pd.DataFrame([{**row, "p_best_vs_last_holm": 0.001}]), "mean")
+    from layerfusion.study.verdicts import Levels
+    facts = layer_analysis.headline(pd.DataFrame([{**row, "p_best_vs_last_holm": 0.001, "n_test": 300}]), "mean",
+                                    Levels())
     assert (facts["n_cells"], facts["n_not_last"], facts["n_significant"]) == (1, 1, 1)
-    assert facts["median_mde"] == round(row["mde_best_last"] * 100, 3)
+    assert facts["mean_difference"] == round(row["delta_best_minus_last"] * 100, 3)
 
 
 def test_accuracy_vs_cost_sums_the_models_fused():
