@@ -130,5 +130,9 @@ def test_plan_check_sets_the_observed_discordance_beside_the_plan(analysis):
     for dataset, grp in moved.groupby("dataset"):
         assert check.loc[dataset, "cells"] == len(grp)
         assert check.loc[dataset, "observed discordance"] == round(grp["discordance_best_last"].median(), 3)
+        # the planning rate for the next run comes from the selection items, never from test
+        assert check.loc[dataset, "selection discordance (plan next run)"] == round(
+            grp["selection_discordance_best_last"].median(), 3)
+    assert (result.summary["selection_discordance_best_last"].between(0, 1)).all()
     assert check["planned discordance"].get("sst2", 0.1) == 0.1
     assert np.isnan(check["planned discordance"].get("r8", np.nan))

@@ -107,7 +107,9 @@ def probe_layers(study: Study, model: str, dataset: str, pooling: str, fitted: t
 def summarise(model: str, dataset: str, pooling: str, arrays: dict[str, Any], alpha: float,
               power: float) -> dict[str, Any]:
     """Selected layer vs the last layer: test accuracy, CI, McNemar p, their discordance on test and the smallest
-    difference McNemar detects there at ``alpha`` with ``power`` (``stats.mcnemar_mde``), and the tied set."""
+    difference McNemar detects there at ``alpha`` with ``power`` (``stats.mcnemar_mde``), the tied set, and their
+    discordance on the selection items (validation, or cross-validated predictions): the planning rate for the next
+    run's power analysis, which must not come from test."""
     layers, y_te, y_sel = arrays["layers"], arrays["y_te"], arrays["y_sel"]
     best_i = select.best_layer(arrays["sel_scores"])
     last_i = len(layers) - 1
@@ -131,6 +133,8 @@ def summarise(model: str, dataset: str, pooling: str, arrays: dict[str, Any], al
         "delta_best_minus_last": best_ci.estimate - last_acc,
         "p_best_vs_last": test.p_value,
         "discordance_best_last": discordance,
+        "selection_discordance_best_last": stats.discordance(y_sel, arrays["sel_pred"][best_i],
+                                                             arrays["sel_pred"][last_i]),
         "mde_best_last": stats.mcnemar_mde(len(y_te), discordance, alpha, power) if discordance > 0 else np.nan,
         "best_is_last": bool(best_i == last_i),
         "n_tied_with_best": len(tied), "tied_layers": [int(layers[i]) for i in tied],
@@ -372,11 +376,15 @@ def summary_table(summary: pd.DataFrame, pooling: str) -> pd.DataFrame:
 def plan_check(summary: pd.DataFrame, pooling: str, planned: dict[str, float]) -> pd.DataFrame:
     """Per dataset, the discordance between the selected and the last layer on test as observed (median over the
     models whose selected layer is not the last) beside the planning rate of the profile (``power.discordance``),
-    and the median MDE achieved (points): the numbers to plan the next run with."""
+    the median MDE achieved (points), and the same discordance on the selection items: the rate to plan the next
+    run with (validation or cross-validation data only; test is not looked at for planning)."""
     df = summary[(summary["pooling"] == pooling) & ~summary["best_is_last"]]
     grouped = df.groupby("dataset", sort=False)
+    selection = (grouped["selection_discordance_best_last"].median() if "selection_discordance_best_last" in df
+                 else pd.Series(np.nan, index=grouped.size().index))
     out = pd.DataFrame({"cells": grouped.size(), "observed discordance": grouped["discordance_best_last"].median(),
-                        "MDE achieved (points)": grouped["mde_best_last"].median() * 100})
+                        "MDE achieved (points)": grouped["mde_best_last"].median() * 100,
+                        "selection discordance (plan next run)": selection})
     out.insert(1, "planned discordance", [planned.get(d, float("nan")) for d in out.index])
     return out.round(3).reset_index()
 
