@@ -139,7 +139,8 @@ def test_claim1_verdicts_on_data_where_the_answer_is_known():
     assert row["verdict"] == "not supported" and row["tost_p"] < 0.05
     # a small difference measured on few items -> inconclusive (neither shown nor excluded)
     row = claims.layer_claim(_cells([0.005] * 4, n_test=100, discordance=0.2), "mean", LEVELS)
-    assert row["verdict"] == "inconclusive" and row["mde"] > 1.0
+    assert row["verdict"] == "inconclusive" and row["mde"] > 1.0 and row["power"] < 0.8   # underpowered at the margin
+    assert claims.power_at(row["mde"], row["mde"], LEVELS, 2) == pytest.approx(LEVELS.power)
 
 
 def test_claim1_verdict_moves_with_the_profile_alpha():

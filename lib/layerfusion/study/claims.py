@@ -44,7 +44,7 @@ from layerfusion.study import fusion_stats
 from layerfusion.study.verdicts import VERDICTS, Levels, judge, one_sided
 
 COLUMNS = ("claim", "verdict", "test", "unit", "direction", "null", "family", "statistic", "effect", "effect_low",
-           "effect_high", "p_value", "p_opposite", "mde", "tost_p", "margin", "evidence", "where")
+           "effect_high", "p_value", "p_opposite", "mde", "power", "tost_p", "margin", "evidence", "where")
 DISTINCT_OVERLAP = 0.05
 """Two datasets select distinct layers of a model (descriptive, no error control) when their bootstrap selection
 distributions share less than this much probability mass."""
@@ -65,15 +65,28 @@ def _row(claim: str, verdict: str, evidence: str, where: str, *, test: str | Non
          direction: str | None = None, null: str | None = None, family: str | None = None,
          statistic: float | None = None, effect: float | None = None, effect_low: float | None = None,
          effect_high: float | None = None, p_value: float | None = None, p_opposite: float | None = None,
-         mde: float | None = None, tost_p: float | None = None, margin: float | None = None) -> dict[str, Any]:
+         mde: float | None = None, power: float | None = None, tost_p: float | None = None,
+         margin: float | None = None) -> dict[str, Any]:
     """One row of the claims table, with every column of ``COLUMNS`` (numbers as floats, missing ones as None)."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
     return {"claim": claim, "verdict": verdict, "test": test, "unit": unit, "direction": direction, "null": null,
             "family": family, "statistic": _number(statistic), "effect": _number(effect),
             "effect_low": _number(effect_low), "effect_high": _number(effect_high), "p_value": _number(p_value),
-            "p_opposite": _number(p_opposite), "mde": _number(mde), "tost_p": _number(tost_p),
+            "p_opposite": _number(p_opposite), "mde": _number(mde), "power": _number(power),
+            "tost_p": _number(tost_p),
             "margin": _number(margin), "evidence": evidence, "where": where}
+
+
+def power_at(margin: float, mde: float, levels: Levels, n_tests: int = 1) -> float:
+    """The power of a one-sided test at Holm's first-step level (``alpha / n_tests``) to detect an effect the size
+    of the equivalence ``margin``, from its MDE at the profile's power (``mde = (z_{1-a} + z_power) se``): the
+    chance this study had of finding the smallest effect the profile calls relevant."""
+    if not (np.isfinite(margin) and np.isfinite(mde)) or mde <= 0:
+        return float("nan")
+    z_a = float(sps.norm.ppf(1 - levels.alpha / max(1, n_tests)))
+    se = mde / levels.mde_factor(n_tests)
+    return float(sps.norm.cdf(margin / se - z_a))
 
 
 def _pts(x: float | None) -> str:
@@ -247,7 +260,8 @@ def layer_claim(summary: pd.DataFrame, pooling: str, levels: Levels,
                 direction="> 0 (selected layer better)", null="no difference between selected and last layer",
                 family="claim 1: {mean difference, Q}, Holm", statistic=f["heterogeneity_q"],
                 effect=f["mean_difference"], effect_low=f["difference_low"], effect_high=f["difference_high"],
-                p_value=f["p_holm"], p_opposite=f["p_opposite_holm"], mde=f["mde"], tost_p=f["tost_p"],
+                p_value=f["p_holm"], p_opposite=f["p_opposite_holm"], mde=f["mde"],
+                power=power_at(levels.margin_points, f["mde"], levels, 2), tost_p=f["tost_p"],
                 margin=levels.margin_points)
 
 
@@ -258,7 +272,7 @@ def _significant(tests: pd.DataFrame, levels: Levels, column: str = "p_holm") ->
 
 
 def _test_row(claim: str, verdict: str, test: pd.Series, evidence: str, where: str, *, null: str,
-              family: str) -> dict[str, Any]:
+              family: str, levels: Levels, n_family: int) -> dict[str, Any]:
     """A claims-table row from the decisive test (a row of a ``fusion_stats`` table); accuracy effects, intervals,
     MDE and margin shown in points (x100), rho as it is."""
     scale = 1.0 if test["unit"] == "rho" else 100.0
@@ -271,7 +285,8 @@ def _test_row(claim: str, verdict: str, test: pd.Series, evidence: str, where: s
                 direction="> 0" if test["claimed_sign"] > 0 else "< 0", null=null, family=family,
                 statistic=num("effect", scale), effect=num("effect", scale), effect_low=num("low", scale),
                 effect_high=num("high", scale), p_value=num("p_holm"), p_opposite=num("p_opposite_holm"),
-                mde=num("mde", scale), tost_p=num("tost_p"), margin=num("margin", scale))
+                mde=num("mde", scale), power=power_at(float(test["margin"]), float(test["mde"]), levels, n_family),
+                tost_p=num("tost_p"), margin=num("margin", scale))
 
 
 def fusion_claim(comparisons: pd.DataFrame, complementarity: pd.DataFrame, levels: Levels) -> dict[str, Any]:
@@ -310,7 +325,8 @@ def fusion_claim(comparisons: pd.DataFrame, complementarity: pd.DataFrame, level
     return _test_row("Fusing frozen models' embeddings helps when the models are complementary", judged, primary,
                      evidence, "Chapter 'Fusion': claim-2 tests, wins and losses, complementarity figure and table",
                      null="no within-dataset association of kappa and gain (gains shuffled within datasets)",
-                     family=f"claim 2 ({len(tests)} tests, Holm each direction)")
+                     family=f"claim 2 ({len(tests)} tests, Holm each direction)", levels=levels,
+                     n_family=len(tests))
 
 
 def stability_claim(stability: pd.DataFrame, levels: Levels) -> dict[str, Any]:
@@ -339,7 +355,7 @@ def stability_claim(stability: pd.DataFrame, levels: Levels) -> dict[str, Any]:
     return _test_row("Fusing three or more models makes results more stable", judged, primary, evidence,
                      "Chapter 'Fusion': stability figure, stability tests table",
                      null="the spread of k >= 3 and of pairs' equal-m subsets come from one distribution",
-                     family="claim 3 (primary only)")
+                     family="claim 3 (primary only)", levels=levels, n_family=1)
 
 
 # -- claim 4: overhead ---------------------------------------------------------------------------------------------

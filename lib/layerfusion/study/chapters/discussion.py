@@ -41,7 +41,8 @@ def _number(value: Any, fmt: str) -> str:
 def claims_view(table: pd.DataFrame) -> pd.DataFrame:
     """The claims table for reading: verdict; the registered test (name, unit, claimed direction, null, family);
     effect with its ``1 - alpha`` interval; one-sided p in the claimed and in the opposite direction (corrected in
-    the family); the minimum detectable effect at the profile's power; the TOST p against the margin; then the
+    the family); the minimum detectable effect at the profile's power and the power to detect an effect the size of
+    the margin; the TOST p against the margin; then the
     evidence; numbers to three significant digits."""
     effect = [f"{_number(e, '.3g')} [{_number(lo, '.3g')}, {_number(hi, '.3g')}]" if lo is not None and
               np.isfinite(lo) else _number(e, ".3g") for e, lo, hi in
@@ -53,6 +54,7 @@ def claims_view(table: pd.DataFrame) -> pd.DataFrame:
         "effect [CI]": effect, "p claimed": [_number(p, ".2g") for p in table["p_value"]],
         "p opposite": [_number(p, ".2g") for p in table["p_opposite"]],
         "MDE": [_number(m, ".3g") for m in table["mde"]],
+        "power at margin": [_number(p, ".2f") for p in table["power"]],
         "TOST p (margin)": [f"{_number(p, '.2g')} (±{_number(m, '.3g')})" if m is not None and np.isfinite(m)
                             else "no margin" for p, m in zip(table["tost_p"], table["margin"])],
         "evidence": table["evidence"],
