@@ -29,12 +29,27 @@ def stability(seed_std: dict[str, tuple[float, float]], spread: tuple[float, flo
     return pd.DataFrame(rows)
 
 
-def comparisons_and_pairs(gain: float, rho_sign: float, noise: float = 0.002) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rng = np.random.default_rng(2)
-    comp = pd.DataFrame([{"dataset": d, "models": ["w", "x"], "operator": op, "val_mean": 0.8 + (op == "concat") * 0.01,
-                          "gain": gain, "gain_low": gain - 0.01, "gain_high": gain + 0.01, "gain_mde": 0.014,
-                          "n_test": 900, "p_value": 1e-4 if abs(gain) > 0.015 else 0.4}
+def comparisons_and_pairs(gain: float, rho_sign: float, noise: float = 0.002, pairs_per_dataset: int = 6,
+                          se: float = 0.005, ensemble_gain: float = 0.0, seed: int = 2
+                          ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A ``comparisons`` table (per dataset a concatenation and a sum of models w + x, the concatenation better on
+    validation, each ``gain`` over the best single model with standard error ``se`` and ``ensemble_gain`` over its
+    ensemble) and a ``complementarity`` table whose gain within each dataset follows ``rho_sign * kappa`` plus
+    ``noise`` (every dataset at its own level, so a pooled correlation would mislead)."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(seed)
+
+    def p(effect: float) -> float:
+        return float(2 * norm.sf(abs(effect) / se))
+    comp = pd.DataFrame([{"dataset": d, "models": ["w", "x"], "k": 2, "operator": op,
+                          "val_mean": 0.8 + (op == "concat") * 0.01, "gain": gain, "gain_low": gain - 1.96 * se,
+                          "gain_high": gain + 1.96 * se, "gain_mde": 2.8 * se, "gain_se": se, "n_test": 900,
+                          "p_value": p(gain), "ensemble_gain": ensemble_gain, "ensemble_se": se,
+                          "ensemble_p": p(ensemble_gain)}
                          for d in DATASETS for op in ("concat", "sum")])
-    pairs = pd.DataFrame([{"dataset": d, "kappa": k, "gain_over_better": rho_sign * 0.05 * k + rng.normal(0, noise)}
-                          for d in DATASETS for k in rng.uniform(0.2, 0.8, 6)])
+    comp["p_holm"] = np.minimum(comp["p_value"] * len(comp), 1.0)
+    pairs = pd.DataFrame([{"dataset": d, "kappa": k,
+                           "gain_over_better": 0.01 * i + rho_sign * 0.05 * k + rng.normal(0, noise)}
+                          for i, d in enumerate(DATASETS) for k in rng.uniform(0.2, 0.8, pairs_per_dataset)])
     return comp, pairs

@@ -120,7 +120,8 @@ def test_fusion_chapter_runs_with_an_operator_that_needs_equal_widths(tiny_study
     assert list(fused.skipped.columns) == list(fusion_chapter.SKIPPED_COLUMNS)
     assert fused.skipped[["dataset", "operator"]].values.tolist() == [["sst2", "scalar_mix"]]
     assert set(fused.runs["operator"]) == {"concat"} and "scalar_mix" not in set(fused.comparisons["operator"])
-    assert fusion_chapter.headline(fused)["n_skipped"] == 1
+    from layerfusion.study.verdicts import Levels
+    assert fusion_chapter.headline(fused, Levels.of(tiny_study.config))["n_skipped"] == 1
     chosen = fused.greedy.dropna(subset=["chosen_test_accuracy"])
     assert len(chosen) == 1 and all("@" in unit for units in fused.greedy["units"] for unit in units)
     assert list(fused.greedy["cost"].iloc[:1]) in ([32.0], [16.0])

@@ -1,5 +1,7 @@
-"""The claims table: one verdict rule for every claim, the row format, and the rules of claims 1, 4 and 5 on
-hand-made results tables."""
+"""The claims table: one verdict rule for every claim (``verdicts``), the row format, the levels read from the
+profile, and the rules of claims 1 and 4 and the descriptive greedy search on hand-made results tables where the
+right verdict is known (each rule has a case it must call supported, contradicted, not supported (equivalence) and
+inconclusive)."""
 
 from __future__ import annotations
 
@@ -7,54 +9,82 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from layerfusion import stats
 from layerfusion.study import claims
 from layerfusion.study.chapters import layer_analysis
+from layerfusion.study.settings import ProfileError, StudyConfig
+from layerfusion.study.verdicts import VERDICTS, Levels, judge, one_sided
 
 import claim_tables  # noqa: E402 - tests/claim_tables.py: fusion-chapter tables of known shape
 
+LEVELS = Levels()
 
-@pytest.mark.parametrize("args, expected", [
-    ((True, True, 1.0, 3.0, 2.0), "supported"),
-    ((True, False, -1.0, 3.0, 2.0), "partly supported"),
-    ((False, False, -3.0, -0.5, 2.0), "not supported"),       # the interval lies on the wrong side
-    ((False, False, -1.0, 1.5, 2.0), "not supported"),        # every effect it allows is below the MDE
-    ((False, False, -1.0, 2.5, 2.0), "inconclusive"),
-    ((False, True, -1.0, 2.5, None), "inconclusive"),         # no MDE: only the wrong side excludes
-    ((False, False, np.nan, np.nan, 2.0), "inconclusive"),
-    ((False, False, 0.5, 3.0, 2.0, -1), "not supported"),     # a claim that needs a negative effect
+
+@pytest.mark.parametrize("claimed, opposite, equivalent, expected", [
+    ([True, True], [False], False, "supported"),
+    ([True, False], [False], False, "partly supported"),
+    ([True, True], [True], False, "partly supported"),       # a significant opposite result blocks "supported"
+    ([False, False], [True], True, "contradicted"),           # significance beats equivalence
+    ([False], [False], True, "not supported"),                # only an equivalence test shows absence
+    ([False], [False], False, "inconclusive"),
 ])
-def test_one_verdict_rule(args, expected):
-    assert claims.verdict(*args) == expected
+def test_one_verdict_rule(claimed, opposite, equivalent, expected):
+    assert judge(claimed, opposite, equivalent) == expected
 
 
-def test_rows_have_every_column_and_a_known_verdict():
-    row = claims._row("c", "inconclusive", "e", "w", test="t", effect=np.float64(1.5), p_value=np.nan)
-    assert tuple(row) == claims.COLUMNS
-    assert row["effect"] == 1.5 and isinstance(row["effect"], float) and row["p_value"] is None
+def test_one_sided_p_values_split_a_symmetric_two_sided_test():
+    assert one_sided(0.5, 0.04, 1) == pytest.approx((0.02, 0.98))
+    assert one_sided(-0.5, 0.04, 1) == pytest.approx((0.98, 0.02))
+    assert one_sided(-0.5, 0.04, -1) == pytest.approx((0.02, 0.98))
+    assert all(np.isnan(one_sided(np.nan, 0.1, 1)))
+
+
+def test_levels_come_from_the_profile_and_are_validated():
+    cfg = StudyConfig.from_profile("ci")
+    levels = Levels.of(cfg)
+    assert levels.alpha == cfg.power.alpha and levels.power == cfg.power.power
+    assert levels.margin_points == cfg.claims.equivalence_margin and levels.rho_margin == cfg.claims.correlation_margin
+    strict = Levels.of(cfg.replace(power={"alpha": 0.01, "power": 0.9}))
+    assert strict.alpha == 0.01 and strict.mde_factor() > levels.mde_factor()
+    assert levels.mde_factor(4) > levels.mde_factor(1)      # Holm's first step over four tests
+    with pytest.raises(ProfileError, match=r"claims\.equivalence_margin: must be a positive"):
+        cfg.replace(claims={"equivalence_margin": 0})
+    with pytest.raises(ProfileError, match=r"claims\.correlation_margin"):
+        cfg.replace(claims={"correlation_margin": 1.5})
+    with pytest.raises(ProfileError, match=r"claims\.margin: unknown setting"):
+        cfg.replace(claims={"margin": 1.0})
+    with pytest.raises(ValueError, match="alpha must lie strictly between 0 and 1"):
+        Levels(alpha=0.0)
+    for profile in ("ci", "default", "paper", "quick"):   # every profile fixes its margins in the file
+        assert "claims:" in open(f"params/{profile}.yaml").read()
+
+
+def test_rows_have_every_column_and_only_known_verdicts():
+    row = claims._row("c", "contradicted", "e", "w", test="t", effect=np.float64(1.5), p_value=np.nan)
+    assert tuple(row) == claims.COLUMNS and row["effect"] == 1.5 and row["p_value"] is None
+    assert set(VERDICTS) == {"supported", "partly supported", "contradicted", "not supported", "inconclusive"}
     with pytest.raises(ValueError, match="verdict must be one of"):
         claims._row("c", "probably", "e", "w")
 
 
-def test_median_interval_brackets_the_median_and_is_seeded():
-    values = np.array([0.5, 1.0, 2.0, -0.5, 3.0, 1.5, 0.0, 2.5])
-    median, low, high = claims.median_interval(values)
-    assert median == np.median(values) and low <= median <= high
-    assert claims.median_interval(values) == claims.median_interval(values)
-    assert claims.median_interval([0.0, 0.0, 0.0]) == (0.0, 0.0, 0.0)
-    assert all(np.isnan(claims.median_interval([np.nan])))
+# -- claim 1 --------------------------------------------------------------------------------------------------------
 
-
-def _cells(delta, p_holm, best_is_last=None, n_models=4, mde=0.03, discordance=0.1):
-    """A layers_summary of len(delta) cells: model i % n_models, a dataset per block of models."""
-    n = len(delta)
-    best_is_last = [d == 0 for d in delta] if best_is_last is None else best_is_last
-    return pd.DataFrame({
-        "model": [f"m{i % n_models}" for i in range(n)], "dataset": [f"d{i // n_models}" for i in range(n)],
-        "pooling": "mean", "protocol": "validation", "best_is_last": best_is_last,
-        "delta_best_minus_last": delta, "p_best_vs_last_holm": p_holm,
-        "best_rel_depth": np.linspace(0.2, 1.0, n), "best_layer": 3, "last_layer": 5, "n_layers": 6,
-        "mde_best_last": [np.nan if last else mde for last in best_is_last],
-        "discordance_best_last": [0.0 if last else discordance for last in best_is_last]})
+def _cells(per_dataset: list[float], n_models: int = 4, n_test: int = 800, discordance: float = 0.1,
+           p_holm: float = 0.5, jitter: float = 0.0) -> pd.DataFrame:
+    """A layers_summary: ``n_models`` models on each dataset, selected − last = the dataset's value (accuracy,
+    optionally jittered per model); a zero difference means the last layer was selected."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for d, value in enumerate(per_dataset):
+        for m in range(n_models):
+            delta = value + (jitter * rng.standard_normal() if value else 0.0)
+            last = delta == 0
+            rows.append({"model": f"m{m}", "dataset": f"d{d}", "pooling": "mean", "protocol": "validation",
+                         "best_is_last": last, "delta_best_minus_last": delta, "p_best_vs_last_holm": p_holm,
+                         "best_rel_depth": 0.5 + 0.1 * d, "best_layer": 3, "last_layer": 5, "n_layers": 6,
+                         "n_test": n_test, "discordance_best_last": 0.0 if last else discordance,
+                         "mde_best_last": np.nan if last else 0.03})
+    return pd.DataFrame(rows)
 
 
 def _frequencies(summary, distinct: bool) -> pd.DataFrame:
@@ -75,75 +105,92 @@ def test_dataset_dependence_measures_the_shared_mass():
     dep = claims.dataset_dependence(freq).set_index(["dataset_a", "dataset_b"])
     assert dep.loc[("a", "b"), "overlap"] == pytest.approx(0.7) and not dep.loc[("a", "b"), "distinct"]
     assert dep.loc[("a", "c"), "overlap"] == pytest.approx(0.3)
-    freq.loc[freq["dataset"] == "c", "frequency"] = [1.0, 0.0]
-    freq.loc[freq["dataset"] == "a", "frequency"] = [0.0, 1.0]
-    assert claims.dataset_dependence(freq).set_index(["dataset_a", "dataset_b"]).loc[("a", "c"), "distinct"]
 
 
-def test_layer_claim_needs_the_across_cells_test_a_significant_cell_and_distinct_datasets():
-    gains = np.array([0.02, 0.03, 0.01, 0.04, 0.02, 0.05, 0.03, 0.01, 0.02, 0.06, 0.03, 0.02, 0.04, 0.01, 0.03, 0.02])
-    p = np.where(np.arange(16) == 9, 0.01, 0.5)
-    summary = _cells(gains, p)
-    row = claims.layer_claim(summary, "mean", _frequencies(summary, distinct=True))
-    assert row["verdict"] == "supported" and row["p_value"] < 0.05 and row["effect"] == pytest.approx(2.5)
-    assert row["effect_low"] <= 2.5 <= row["effect_high"] and row["mde"] == pytest.approx(3.0)
-    assert "Wilcoxon signed-rank" in row["test"] and "1/16" in row["evidence"]
-    assert claims.layer_claim(summary, "mean", _frequencies(summary, distinct=False))["verdict"] == \
-        "partly supported"
-    no_cell = claims.layer_claim(_cells(gains, np.full(16, 0.5)), "mean", _frequencies(summary, True))
-    assert no_cell["verdict"] == "partly supported"  # the across-cells test alone
+def test_claim1_uses_the_dataset_as_unit_so_more_models_on_one_test_set_add_no_evidence():
+    one = claims.dataset_effects(_cells([0.02] * 4, n_models=1), "mean", LEVELS)
+    four = claims.dataset_effects(_cells([0.02] * 4, n_models=4), "mean", LEVELS)
+    # four copies of a model on the same items: the same effect and the same (conservative) standard error
+    assert np.allclose(one["difference"], four["difference"]) and np.allclose(one["se"], four["se"])
+    se = np.sqrt(0.1 - 0.02 ** 2) / np.sqrt(800) * 100
+    assert four["se"].iloc[0] == pytest.approx(se)
+    assert four["p_value"].iloc[0] == pytest.approx(stats_norm_sf(2.0 / se))
 
 
-def test_layer_claim_without_significance_is_not_supported_or_inconclusive():
-    # the last layer is selected everywhere: the difference is zero, inside any MDE -> the claim is excluded
-    last = _cells(np.zeros(16), np.ones(16))
-    row = claims.layer_claim(last, "mean")
-    assert row["verdict"] == "not supported" and row["effect"] == 0.0 and row["p_value"] == 1.0
-    # noisy differences both ways, wider than the MDE -> inconclusive, with the MDE stated
-    rng = np.random.default_rng(0)
-    noisy = _cells(rng.normal(0, 0.05, 16), np.full(16, 0.6), best_is_last=[False] * 16, mde=0.01)
-    row = claims.layer_claim(noisy, "mean")
-    assert row["verdict"] == "inconclusive" and row["mde"] == pytest.approx(1.0)
-    assert "median detectable difference 1.0 points" in row["evidence"]
+def stats_norm_sf(z):
+    from scipy.stats import norm
+    return float(norm.sf(z))
+
+
+def test_claim1_verdicts_on_data_where_the_answer_is_known():
+    # two datasets gain 5 points, two 0.5: a positive mean and heterogeneity -> supported, effect in d0 and d1
+    row = claims.layer_claim(_cells([0.05, 0.05, 0.005, 0.005]), "mean", LEVELS)
+    assert row["verdict"] == "supported" and row["effect"] == pytest.approx(2.75)
+    assert "significant in: d0, d1" in row["evidence"] and row["unit"].startswith("dataset")
+    assert row["direction"].startswith("> 0") and "Holm" in row["family"]
+    # the same gain everywhere: positive but not dataset-dependent -> partly supported
+    assert claims.layer_claim(_cells([0.03] * 4), "mean", LEVELS)["verdict"] == "partly supported"
+    # the last layer is significantly better everywhere -> contradicted
+    row = claims.layer_claim(_cells([-0.03] * 4), "mean", LEVELS)
+    assert row["verdict"] == "contradicted" and row["p_opposite"] < 0.05
+    # a precise zero: big test sets, rare disagreement, tiny differences both ways -> equivalent -> not supported
+    row = claims.layer_claim(_cells([0.0005, -0.0005, 0.0005, -0.0005], n_test=20000, discordance=0.01), "mean",
+                             LEVELS)
+    assert row["verdict"] == "not supported" and row["tost_p"] < 0.05
+    # a small difference measured on few items -> inconclusive (neither shown nor excluded)
+    row = claims.layer_claim(_cells([0.005] * 4, n_test=100, discordance=0.2), "mean", LEVELS)
+    assert row["verdict"] == "inconclusive" and row["mde"] > 1.0 and row["power"] < 0.8   # underpowered at the margin
+    assert claims.power_at(row["mde"], row["mde"], LEVELS, 2) == pytest.approx(LEVELS.power)
+
+
+def test_claim1_verdict_moves_with_the_profile_alpha():
+    summary = _cells([0.0123] * 4)       # one-sided Holm p about 0.03: significant at 0.05, not at 0.01
+    assert claims.layer_claim(summary, "mean", Levels(alpha=0.05))["verdict"] == "partly supported"
+    assert claims.layer_claim(summary, "mean", Levels(alpha=0.01))["verdict"] == "inconclusive"
 
 
 def test_the_layer_chapter_prose_quotes_the_facts_of_the_verdict():
-    summary = _cells(np.array([0.02, 0.0, 0.03, -0.01]), np.array([0.01, 1.0, 0.03, 0.5]), n_models=2)
+    summary = _cells([0.02, 0.0, 0.03], n_models=2, p_holm=0.01)
     summary = pd.concat([summary, summary.assign(pooling="last", best_is_last=True)], ignore_index=True)
     freq = _frequencies(summary[summary["pooling"] == "mean"], distinct=True)
-    facts = claims.layer_facts(summary, "mean", freq)
-    assert layer_analysis.headline(summary, "mean", freq) == {k: round(v, 3) if isinstance(v, float) else v
-                                                              for k, v in facts.items()}
-    assert facts["n_cells"] == 4 and facts["n_not_last"] == 3 and facts["n_significant"] == 2
-    assert facts["n_models_dataset_dependent"] == 2 and facts["n_distinct_pairs"] == 2
-    evidence = claims.layer_claim(summary, "mean", freq)["evidence"]
+    facts = claims.layer_facts(summary, "mean", LEVELS, freq)
+    assert layer_analysis.headline(summary, "mean", LEVELS, freq) == {
+        k: round(v, 3) if isinstance(v, float) else v for k, v in facts.items()}
+    assert facts["n_cells"] == 6 and facts["n_not_last"] == 4 and facts["n_significant"] == 4
+    assert facts["n_datasets"] == 3 and facts["mean_difference"] == pytest.approx(5 / 3)
+    evidence = claims.layer_claim(summary, "mean", LEVELS, freq)["evidence"]
     assert f"not the last in {facts['n_not_last']}/{facts['n_cells']}" in evidence
-    assert f"significantly better than the last in {facts['n_significant']}/{facts['n_cells']}" in evidence
-    assert claims.layer_facts(summary, "last")["n_not_last"] == 0
+    table = layer_analysis.dataset_table(summary, "mean", LEVELS)
+    assert list(table["dataset"]) == ["d0", "d1", "d2"] and table["models_better"].iloc[1] == "none"
 
+
+# -- claim 4 --------------------------------------------------------------------------------------------------------
 
 def test_overhead_claim_regresses_each_curve_with_holm():
     scaling = pd.DataFrame({"vary": ["layers"] * 4 + ["models"] * 4, "value": [1, 11, 20, 30, 1, 2, 3, 4],
                             "seconds": [0.4, 3.5, 6.2, 9.5, 60.0, 120.0, 185.0, 240.0]})
-    facts = claims.overhead_facts(scaling)
+    facts = claims.overhead_facts(scaling, 0.05, 0.8)
     assert list(facts["curve"]) == ["time vs layers kept", "time vs models fused"]
     assert (facts["slope_low"] < facts["slope"]).all() and (facts["p_holm"] >= facts["p_value"]).all()
-    row = claims.overhead_claim(scaling)
+    row = claims.overhead_claim(scaling, 0.05, 0.8)
     assert row["verdict"] == "supported" and row["p_value"] < 0.05 and "Holm over 2 curves" in row["test"]
     scaling.loc[scaling["vary"] == "models", "seconds"] = [60.0, 240.0, 70.0, 200.0]
-    assert claims.overhead_claim(scaling)["verdict"] == "partly supported"
+    assert claims.overhead_claim(scaling, 0.05, 0.8)["verdict"] == "partly supported"
+    shrinking = scaling.assign(seconds=[9.5, 6.2, 3.5, 0.4, 240.0, 185.0, 120.0, 60.0])
+    assert claims.overhead_claim(shrinking, 0.05, 0.8)["verdict"] == "contradicted"
     flat = scaling.assign(seconds=[1.0, 1.01, 0.99, 1.0, 5.0, 5.02, 4.98, 5.0])
-    row = claims.overhead_claim(flat)
-    assert row["verdict"] == "not supported" and row["mde"] > abs(row["effect_high"])
-    assert claims.overhead_claim(scaling[scaling["vary"] == "n_texts"])["verdict"] == "inconclusive"
+    assert claims.overhead_claim(flat, 0.05, 0.8)["verdict"] == "inconclusive"   # no margin for a slope
+    assert claims.overhead_claim(scaling[scaling["vary"] == "n_texts"], 0.05, 0.8)["verdict"] == "inconclusive"
 
 
-def _greedy(gains: dict[str, tuple[float, float]], keys=("dataset",)) -> pd.DataFrame:
+# -- beyond the paper -------------------------------------------------------------------------------------------------
+
+def _greedy(gains: dict[str, tuple[float, float]], keys=("dataset",), units=("w@1", "x@2")) -> pd.DataFrame:
     """Greedy frames whose last row per search has the test comparison (gain in accuracy, p)."""
     rows = []
     for name, (gain, p) in gains.items():
-        rows.append({keys[0]: name, "units": ["a"], "score": 0.8, "chosen_test_accuracy": np.nan})
-        rows.append({keys[0]: name, "units": ["a", "b"], "score": 0.82, "chosen_test_accuracy": 0.8 + gain,
+        rows.append({keys[0]: name, "units": list(units[:1]), "score": 0.8, "chosen_test_accuracy": np.nan})
+        rows.append({keys[0]: name, "units": list(units), "score": 0.82, "chosen_test_accuracy": 0.8 + gain,
                      "single_test_accuracy": 0.8, "p_vs_single": p, "discordance_vs_single": 0.1, "n_test": 800})
     frame = pd.DataFrame(rows)
     if len(keys) == 2:
@@ -151,29 +198,37 @@ def _greedy(gains: dict[str, tuple[float, float]], keys=("dataset",)) -> pd.Data
     return frame
 
 
-def test_selection_claim_tests_the_greedy_search_against_the_best_single_unit():
-    layers = _greedy({"d1": (0.0, 1.0)}, keys=("dataset", "model"))
-    row = claims.selection_claim(_greedy({"a": (0.05, 0.001), "b": (0.04, 0.002), "c": (0.0, 1.0)}), layers)
-    assert row["verdict"] == "supported" and row["effect"] == pytest.approx(4.0)
-    assert row["mde"] == pytest.approx(claims.stats.mcnemar_mde(800, 0.1) * 100)
-    assert "Holm over 3 datasets" in row["test"]
-    assert claims.selection_claim(_greedy({"a": (0.05, 0.001), "b": (-0.04, 0.002), "c": (0.0, 1.0)}),
-                                  layers)["verdict"] == "partly supported"
-    assert claims.selection_claim(_greedy({"a": (0.001, 0.9), "b": (0.0, 1.0), "c": (-0.001, 0.9)}),
-                                  layers)["verdict"] == "not supported"
+def test_beyond_the_paper_gives_intervals_over_items_and_flags_the_claim2_pairing():
+    comparisons, _ = claim_tables.comparisons_and_pairs(0.03, -1)
+    table = claims.beyond_the_paper(_greedy({"a": (0.05, 0.001), "b": (0.0, 1.0)}),
+                                    _greedy({"a": (0.01, 0.5)}, keys=("dataset", "model")), comparisons, LEVELS)
+    units = table[table["search"] == "models and layers"].set_index("dataset")
+    se = np.sqrt(0.1 - 0.05 ** 2) / np.sqrt(800) * 100
+    assert units.loc["a", "gain"] == pytest.approx(5.0)
+    assert units.loc["a", "high"] - units.loc["a", "low"] == pytest.approx(2 * 1.959964 * se, rel=1e-4)
+    assert units.loc["a", "same_as_claim2"] and units.loc["b", "same_as_claim2"]   # w + x is claim 2's choice
+    assert units.loc["a", "mde"] == pytest.approx(stats.mcnemar_mde(800, 0.1) * 100)
+    other = claims.beyond_the_paper(_greedy({"a": (0.05, 0.001)}, units=("y@1", "z@2")),
+                                    _greedy({"a": (0.0, 1.0)}, keys=("dataset", "model")), comparisons, LEVELS)
+    assert not other["same_as_claim2"].any()
 
 
-def test_evaluate_builds_the_table_in_the_row_format():
-    summary = _cells(np.zeros(4), np.ones(4), n_models=2)
+# -- the table --------------------------------------------------------------------------------------------------------
+
+def _tables(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
     comparisons, pairs = claim_tables.comparisons_and_pairs(0.03, -1)
-    tables = {
+    return {
         "layers_summary": summary, "layers_selection": _frequencies(summary, distinct=False),
         "fusion_comparisons": comparisons, "fusion_complementarity": pairs,
         "fusion_stability": claim_tables.stability({"concatenation": (0.02, 0.01), "ensemble": (0.02, 0.015)}),
         "overhead_scaling": pd.DataFrame({"vary": "layers", "value": [1, 2, 3], "seconds": [1.0, 2.0, 3.1]}),
-        "fusion_greedy": _greedy({"a": (0.01, 0.5)}), "layers_greedy": _greedy({"a": (0.0, 1.0)}, ("dataset",
-                                                                                                   "model")),
     }
-    table = claims.evaluate(tables.__getitem__, "mean")
-    assert tuple(table.columns) == claims.COLUMNS and len(table) == 5
-    assert set(table["verdict"]) <= set(claims.VERDICTS)
+
+
+def test_evaluate_builds_the_table_in_the_row_format_and_follows_the_profile_alpha():
+    tables = _tables(_cells([0.0123] * 4))
+    table = claims.evaluate(tables.__getitem__, "mean", LEVELS)
+    assert tuple(table.columns) == claims.COLUMNS and len(table) == 4
+    assert set(table["verdict"]) <= set(VERDICTS) and table["family"].notna().all() and table["null"].notna().all()
+    strict = claims.evaluate(tables.__getitem__, "mean", Levels(alpha=0.01))
+    assert table.loc[0, "verdict"] == "partly supported" and strict.loc[0, "verdict"] == "inconclusive"

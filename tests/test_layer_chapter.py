@@ -11,6 +11,7 @@ import pytest
 
 from layerfusion import stats
 from layerfusion.study import claims
+from layerfusion.study.verdicts import VERDICTS, Levels
 from layerfusion.study.chapters import layer_analysis
 
 
@@ -80,8 +81,8 @@ def test_summary_has_holm_within_each_pooling_and_the_power_of_each_comparison(a
     np.testing.assert_allclose(moved["mde_best_last"], expected)
     table = layer_analysis.summary_table(result.summary, "mean")
     assert {"discordance", "MDE (points)", "p (Holm)"} <= set(table.columns)
-    row = claims.layer_claim(result.summary, "mean", result.selection)
-    assert row["verdict"] in claims.VERDICTS and row["test"].startswith("Wilcoxon signed-rank")
+    row = claims.layer_claim(result.summary, "mean", Levels(), result.selection)
+    assert row["verdict"] in VERDICTS and row["test"].startswith("mean over 2 datasets")
 
 
 def test_authors_protocol_runs_once_per_seed(analysis):
@@ -129,5 +130,9 @@ def test_plan_check_sets_the_observed_discordance_beside_the_plan(analysis):
     for dataset, grp in moved.groupby("dataset"):
         assert check.loc[dataset, "cells"] == len(grp)
         assert check.loc[dataset, "observed discordance"] == round(grp["discordance_best_last"].median(), 3)
+        # the planning rate for the next run comes from the selection items, never from test
+        assert check.loc[dataset, "selection discordance (plan next run)"] == round(
+            grp["selection_discordance_best_last"].median(), 3)
+    assert (result.summary["selection_discordance_best_last"].between(0, 1)).all()
     assert check["planned discordance"].get("sst2", 0.1) == 0.1
     assert np.isnan(check["planned discordance"].get("r8", np.nan))

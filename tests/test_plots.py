@@ -18,7 +18,7 @@ def test_fusion_gains_heatmap_cells_match_the_table():
                                     (["a-1", "b-2", "c-3"], "concat", 0.004, 0.9)):
             rows.append({"dataset": dataset, "models": models, "k": len(models), "operator": op, "best_single": best,
                          "gain": gain, "p_holm": p, "test_std": 0.01})
-    fig = plots.fusion_gains(pd.DataFrame(rows))
+    fig = plots.fusion_gains(pd.DataFrame(rows), 0.05)
     axes = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in axes] == ["sst2: vs best single (c-1)", "mr: vs best single (a-1)"]
     texts = sorted(t.get_text() for t in axes[0].texts)

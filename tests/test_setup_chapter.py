@@ -26,8 +26,12 @@ def test_power_table_states_the_items_and_mcnemars_mde_per_split(study):
     assert table.loc["sst2", "MDE test (points)"] == pytest.approx(stats.mcnemar_mde(300, 0.2) * 100, abs=0.005)
     assert table.loc["sst2", "MDE cross-validation (points)"] < table.loc["sst2", "MDE validation (points)"]
     assert np.isnan(table.loc["r8", "planning discordance"]) and np.isnan(table.loc["r8", "MDE test (points)"])
+    holm = table.loc["sst2", "MDE test, Holm over 4 cells (points)"]   # two models x two datasets
+    assert holm == pytest.approx(stats.mcnemar_mde(300, 0.2, alpha=0.05 / 4) * 100, abs=0.005)
+    assert holm > table.loc["sst2", "MDE test, Holm over 2 datasets (points)"] > table.loc["sst2", "MDE test (points)"]
     facts = setup.power_facts(table.reset_index(), study.config)
     assert facts["mde_test_min"] == table.loc["sst2", "MDE test (points)"] and facts["power_percent"] == 80
+    assert facts["mde_test_holm_cells_max"] == holm
 
 
 def test_mde_grid_covers_every_split_and_planning_rate(study):

@@ -212,3 +212,48 @@ def test_mcnemar_power_agrees_with_a_simulation_of_the_test():
 def test_power_input_checks(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_tost_is_the_interval_inclusion_rule_and_matches_two_scipy_one_sided_tests():
+    from scipy.stats import norm, t
+
+    eq = stats.tost(0.1, 0.2, 1.0, alpha=0.05)
+    assert eq.equivalent and eq.low == pytest.approx(0.1 - norm.ppf(0.95) * 0.2)
+    assert eq.p_value == pytest.approx(max(norm.sf((0.1 + 1) / 0.2), norm.cdf((0.1 - 1) / 0.2)))
+    wide = stats.tost(0.1, 0.8, 1.0)
+    assert not wide.equivalent and wide.p_value > 0.05       # inconclusive, not "no effect"
+    assert not stats.tost(1.5, 0.1, 1.0).equivalent            # a real effect beyond the margin
+    small_t = stats.tost(0.1, 0.2, 1.0, dof=4)
+    assert small_t.p_value == pytest.approx(max(t.sf(5.5, 4), t.cdf(-4.5, 4))) and small_t.p_value > eq.p_value
+    assert stats.tost(0.3, 0.0, 1.0).equivalent and not stats.tost(np.nan, 0.1, 1.0).equivalent
+    # equivalence at level alpha exactly when the 1 - 2 alpha interval lies inside the margin
+    for est, se in ((0.5, 0.3), (0.2, 0.45), (-0.6, 0.2)):
+        e = stats.tost(est, se, 1.0, alpha=0.05)
+        assert e.equivalent == (e.p_value < 0.05) == (-1 < e.low and e.high < 1)
+    with pytest.raises(ValueError, match="margin must be positive"):
+        stats.tost(0.1, 0.1, 0.0)
+
+
+def test_within_group_spearman_is_centred_within_groups_and_matches_scipy_per_group():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(3)
+    groups = np.repeat(["a", "b", "c"], 8)
+    x = rng.random(24)
+    y = -x + rng.normal(0, 0.2, 24) + np.repeat([0.0, 5.0, 10.0], 8)
+    r = stats.within_group_spearman(x, y, groups, n_permutations=2000)
+    for g in "abc":
+        assert r.per_group[g] == pytest.approx(spearmanr(x[groups == g], y[groups == g]).statistic)
+    assert r.rho == pytest.approx(np.mean(list(r.per_group.values()))) and r.rho < -0.5
+    assert r.p_less < 0.01 and r.p_greater > 0.99 and r.n == 24
+    # between-group levels alone (x and y both rise with the group, nothing within): pooled rho is large,
+    # the within-group test sees no association in either direction
+    rng = np.random.default_rng(5)   # a draw where the null is not rejected by chance (5 % of draws are)
+    x2 = np.repeat([0.0, 1.0, 2.0], 30) + rng.random(90)
+    y2 = np.repeat([0.0, 1.0, 2.0], 30) + rng.random(90)
+    g2 = np.repeat(["a", "b", "c"], 30)
+    assert spearmanr(x2, y2).statistic > 0.7
+    r2 = stats.within_group_spearman(x2, y2, g2, n_permutations=2000)
+    assert abs(r2.rho) < 0.25 and r2.p_less > 0.05 and r2.p_greater > 0.05
+    assert r2.null_se == pytest.approx(1 / np.sqrt(29) / np.sqrt(3), rel=0.15)   # the null's spread, centred at 0
+    assert np.isnan(stats.within_group_spearman([1.0, 2.0], [1.0, 2.0], ["a", "a"]).rho)

@@ -44,7 +44,7 @@ def test_layer_summary_from_arrays_picks_validation_best_and_tests_last():
     test_pred = np.stack([noisy(y_te, p) for p in (0.5, 0.95, 0.6)])
     arrays = {"layers": np.arange(3), "y_te": y_te, "y_sel": y_val, "sel_pred": val_pred, "test_pred": test_pred,
               "sel_scores": (val_pred == y_val).mean(axis=1)}
-    row = layer_analysis.summarise("m", "d", "mean", arrays)
+    row = layer_analysis.summarise("m", "d", "mean", arrays, 0.05, 0.8)
     assert row["best_layer"] == 1 and row["last_layer"] == 2 and not row["best_is_last"]
     assert row["p_best_vs_last"] < 1e-6 and row["delta_best_minus_last"] > 0.2
     assert row["best_test_low"] <= row["best_test_accuracy"] <= row["best_test_high"]
@@ -53,9 +53,11 @@ def test_layer_summary_from_arrays_picks_validation_best_and_tests_last():
     table = layer_analysis.summary_table(pd.DataFrame([{**row, "p_best_vs_last_holm": row["p_best_vs_last"]}]),
                                          "mean")
     assert table.loc[0, "selected / last layer"] == "1 / 2"
-    facts = layer_analysis.headline(pd.DataFrame([{**row, "p_best_vs_last_holm": 0.001}]), "mean")
+    from layerfusion.study.verdicts import Levels
+    facts = layer_analysis.headline(pd.DataFrame([{**row, "p_best_vs_last_holm": 0.001, "n_test": 300}]), "mean",
+                                    Levels())
     assert (facts["n_cells"], facts["n_not_last"], facts["n_significant"]) == (1, 1, 1)
-    assert facts["median_mde"] == round(row["mde_best_last"] * 100, 3)
+    assert facts["mean_difference"] == round(row["delta_best_minus_last"] * 100, 3)
 
 
 def test_accuracy_vs_cost_sums_the_models_fused():

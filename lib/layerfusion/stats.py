@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy.stats import binomtest, chi2, norm
+from scipy.stats import t as t_dist
 from sklearn.metrics import accuracy_score, f1_score
 
 from layerfusion import checks
@@ -277,3 +278,99 @@ def format_mean_std(values: Sequence[float] | np.ndarray, digits: int = 1, scale
     if np.isnan(std):
         return f"{mean * scale:.{digits}f}"
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+class Equivalence(NamedTuple):
+    """Two one-sided tests (TOST) of ``|effect| < margin``: the TOST p-value (the larger of the two one-sided
+    p-values), the ``1 - 2 alpha`` interval it is equivalent to, and whether that interval lies inside
+    ``(-margin, margin)`` (equivalence shown at level ``alpha``)."""
+
+    p_value: float
+    low: float
+    high: float
+    equivalent: bool
+
+
+def tost(estimate: float, se: float, margin: float, alpha: float = 0.05, dof: float | None = None) -> Equivalence:
+    """Schuirmann's two one-sided tests for an effect ``estimate`` with standard error ``se`` against the
+    equivalence margin ``±margin`` (same units), normal (``dof=None``) or t with ``dof`` degrees of freedom.
+
+    ``p = max(P(T >= (estimate + margin)/se), P(T <= (estimate - margin)/se))`` under ``|effect| = margin``;
+    equivalence at level ``alpha`` exactly when the ``1 - 2 alpha`` interval ``estimate ± q_{1-alpha} se`` lies
+    inside ``(-margin, margin)``. NaN inputs give (NaN, NaN, NaN, False): no equivalence without a standard error.
+    """
+    checks.significance(alpha)
+    if not margin > 0:
+        raise ValueError(f"margin must be positive (the smallest effect of interest), got {margin!r}")
+    if not (np.isfinite(estimate) and np.isfinite(se)) or se < 0:
+        nan = float("nan")
+        return Equivalence(nan, nan, nan, False)
+    dist = norm if dof is None else t_dist(dof)
+    if se == 0:
+        inside = bool(-margin < estimate < margin)
+        return Equivalence(0.0 if inside else 1.0, float(estimate), float(estimate), inside)
+    p_low = float(dist.sf((estimate + margin) / se))   # H0: effect <= -margin
+    p_high = float(dist.cdf((estimate - margin) / se))  # H0: effect >= +margin
+    half = float(dist.ppf(1 - alpha)) * se
+    low, high = float(estimate - half), float(estimate + half)
+    return Equivalence(max(p_low, p_high), low, high, bool(-margin < low and high < margin))
+
+
+class GroupedCorrelation(NamedTuple):
+    """Spearman's rho within groups: the mean of the per-group coefficients, the per-group values (in order of
+    first appearance), one-sided permutation p-values for a positive and for a negative mean, and the standard error
+    of the mean rho from the permutation null (its spread under no association)."""
+
+    rho: float
+    per_group: dict
+    p_greater: float
+    p_less: float
+    null_se: float
+    n: int
+
+
+def _centred_ranks(values: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    r = rankdata(values, axis=-1)
+    return r - r.mean(axis=-1, keepdims=True)
+
+
+def within_group_spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
+                          groups: Sequence | np.ndarray, n_permutations: int = 10_000,
+                          random_state: int = 0) -> GroupedCorrelation:
+    """Association of ``x`` and ``y`` within groups, never between them (Simpson's paradox): Spearman's rho in
+    each group (scipy's ``spearmanr``), averaged over groups with at least three items and variation in both.
+
+    The null shuffles ``y`` within each group (exchangeable under no within-group association), so it is centred at
+    zero whatever the groups' levels; the p-values count permuted means at least as extreme in each direction, with
+    the add-one correction. Groups that cannot give a rho are left out; none left gives NaN everywhere.
+    """
+    from scipy.stats import spearmanr
+
+    x, y, g = (np.asarray(a) for a in (x, y, groups))
+    if not (x.shape == y.shape == g.shape) or x.ndim != 1:
+        raise ValueError(f"x, y and groups must be 1-D of one length, got {x.shape}, {y.shape}, {g.shape}")
+    checks.positive_int(n_permutations, "n_permutations")
+    ok = np.isfinite(x.astype(float)) & np.isfinite(y.astype(float))
+    per, blocks = {}, []
+    for value in dict.fromkeys(g[ok].tolist()):
+        sel = ok & (g == value)
+        xs, ys = x[sel].astype(float), y[sel].astype(float)
+        if xs.size < 3 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
+            continue
+        per[value] = float(spearmanr(xs, ys).statistic)
+        blocks.append((_centred_ranks(xs), ys))
+    if not per:
+        nan = float("nan")
+        return GroupedCorrelation(nan, per, nan, nan, nan, int(ok.sum()))
+    rng = np.random.default_rng(random_state)
+    null = np.zeros(n_permutations)
+    for rx, ys in blocks:
+        ry = _centred_ranks(rng.permuted(np.tile(ys, (n_permutations, 1)), axis=1))
+        null += (ry @ rx) / np.sqrt((rx @ rx) * (ry * ry).sum(axis=1)) / len(blocks)
+    observed = float(np.mean(list(per.values())))
+    p_greater = float((np.sum(null >= observed - 1e-12) + 1) / (n_permutations + 1))
+    p_less = float((np.sum(null <= observed + 1e-12) + 1) / (n_permutations + 1))
+    return GroupedCorrelation(observed, per, p_greater, p_less, float(null.std(ddof=1)),
+                              int(sum(rx.size for rx, _ in blocks)))

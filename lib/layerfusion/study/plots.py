@@ -102,12 +102,13 @@ def pooling_comparison(summary: pd.DataFrame):
     return fig
 
 
-def fusion_gains(comparisons: pd.DataFrame):
+def fusion_gains(comparisons: pd.DataFrame, alpha: float):
     """Gain of each fusion over the validation-best single model, per dataset: model combinations x operators.
 
     Each cell is the mean test-accuracy gain over seeds in points (diverging colours, one scale for all panels,
     saturating at ±10 points so that small gains stay visible beside large losses);
-    ``*`` marks a Holm-corrected p < 0.05 against that single model; blank cells were not run. Two panels per row
+    ``*`` marks a Holm-corrected p < ``alpha`` (the profile's ``power.alpha``) against that single model, a gain or
+    a loss alike; blank cells were not run. Two panels per row
     with the combinations named once per row, so four datasets fit the book's column.
     """
     datasets = list(dict.fromkeys(comparisons["dataset"]))
@@ -126,7 +127,7 @@ def fusion_gains(comparisons: pd.DataFrame):
         image = ax.imshow(grid.to_numpy(dtype=float), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
         for (r, c), value in np.ndenumerate(grid.to_numpy(dtype=float)):
             if np.isfinite(value):
-                star = "*" if sig.iat[r, c] < 0.05 else ""
+                star = "*" if sig.iat[r, c] < alpha else ""
                 ax.text(c, r, f"{value:+.1f}{star}", ha="center", va="center", fontsize=7,
                         color="white" if abs(value) > 0.6 * limit else "black")
         ax.set_xticks(range(len(operators)), operators, rotation=30, ha="right", fontsize=8)

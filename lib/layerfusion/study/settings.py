@@ -1,7 +1,7 @@
 """Typed settings of one study run: a profile (``params/<name>.yaml`` or any YAML file) as frozen dataclasses.
 
 A profile is read here and nowhere else. Every block of the file has its own frozen dataclass (``StudyConfig`` at the
-top, ``Subsample``, ``ProbeSettings``, ``SelectionSettings``, ``PowerSettings``, ``AuthorsProtocol``,
+top, ``Subsample``, ``ProbeSettings``, ``SelectionSettings``, ``PowerSettings``, ``ClaimsSettings``, ``AuthorsProtocol``,
 ``GreedySettings``, ``FusionSettings``, ``OverheadSettings``, ``RobustnessSettings`` inside it); every key at every
 depth is checked against the dataclass it fills, so a misspelt key is an error naming its dotted path (``probe.Cz``)
 and the keys allowed there. Values are checked as they enter.
@@ -111,6 +111,27 @@ class PowerSettings(SettingsBlock):
 
 
 @dataclass(frozen=True)
+class ClaimsSettings(SettingsBlock):
+    """The equivalence margins of the claims table, fixed before the data are seen: an effect is shown absent
+    ("not supported") only when a TOST at ``power.alpha`` puts it inside ``±margin``. ``equivalence_margin``:
+    accuracy differences (points); ``spread_margin``: a narrowing of a standard deviation of accuracy (points);
+    ``correlation_margin``: a correlation coefficient (Spearman's rho)."""
+
+    equivalence_margin: float = 1.0
+    spread_margin: float = 0.25
+    correlation_margin: float = 0.2
+
+    def check(self) -> None:
+        for name in ("equivalence_margin", "spread_margin"):
+            if not 0.0 < getattr(self, name) <= 100.0:
+                raise ProfileError((name,), f"must be a positive number of accuracy points (at most 100), got "
+                                            f"{getattr(self, name)}")
+        if not 0.0 < self.correlation_margin < 1.0:
+            raise ProfileError(("correlation_margin",), f"must lie strictly between 0 and 1 (a correlation), got "
+                                                        f"{self.correlation_margin}")
+
+
+@dataclass(frozen=True)
 class AuthorsProtocol(SettingsBlock):
     """The authors' protocol for contrast: the paper's MLP head trained ``epochs`` epochs on the last layer, once
     per seed of ``seeds`` (reported as mean ± sd over them)."""
@@ -183,6 +204,8 @@ class OverheadSettings(SettingsBlock):
 
 UNIT_ROUNDOFF = {"bfloat16": 2.0 ** -8, "float16": 2.0 ** -11}
 """Relative rounding error of each dtype (half the gap between neighbouring numbers, relative to the number)."""
+ROBUSTNESS_MATCH = ("measured_max", "measured_median", "roundoff")
+"""How the robustness noise's size is chosen when the profile gives no ``scale`` (``RobustnessSettings``)."""
 
 
 @dataclass(frozen=True)
@@ -190,14 +213,17 @@ class RobustnessSettings(SettingsBlock):
     """The robustness chapter's perturbation of the cached features before the verdicts are recomputed.
 
     ``kind: noise`` multiplies every value by ``1 + u`` with ``u`` uniform in ``[-scale, scale]``, seeded by
-    ``seed``, the model, the dataset and the split; ``kind: round`` rounds every value to ``dtype``. ``scale``
-    defaults to the unit roundoff of ``dtype`` (``bfloat16`` 2^-8, ``float16`` 2^-11): an extraction in bf16 and one
-    in fp32 differ by about the bf16 level, whichever of the two the profile used.
+    ``seed``, the model, the dataset and the split; ``kind: round`` rounds every value to ``dtype``. Without a
+    ``scale``, ``match`` sets it: ``measured_max`` / ``measured_median`` match the noise's relative vector error
+    (``scale / sqrt(3)``) to the largest / the median per-layer mean relative error the extraction chapter measured
+    between ``dtype`` and fp32 (its ``dtype_agreement`` table); ``roundoff`` uses the unit roundoff of ``dtype``
+    (``bfloat16`` 2^-8, ``float16`` 2^-11), a fraction of the error an extraction actually accumulates.
     """
 
     kind: str = "noise"
     dtype: str = "bfloat16"
     scale: float | None = None
+    match: str = "measured_max"
     seed: int = 0
 
     def check(self) -> None:
@@ -208,12 +234,15 @@ class RobustnessSettings(SettingsBlock):
         if self.kind == "round" and self.dtype == "float16":
             raise ProfileError(("dtype",), "rounding to float16 changes nothing (the cache stores float16 vectors); "
                                            "use kind: noise for the float16 level")
+        if self.match not in ROBUSTNESS_MATCH:
+            raise ProfileError(("match",), f"must be one of {list(ROBUSTNESS_MATCH)}, got {self.match!r}")
         if self.scale is not None and not 0 < self.scale < 1:
             raise ProfileError(("scale",), f"must lie strictly between 0 and 1 (a relative size), got {self.scale}")
 
     @property
     def relative_scale(self) -> float:
-        """The relative size of the noise (``scale``, else the unit roundoff of ``dtype``)."""
+        """The relative size of the noise (``scale``, else the unit roundoff of ``dtype``; the robustness chapter
+        sets ``scale`` from the measured error first when ``match`` asks for it)."""
         return self.scale if self.scale is not None else UNIT_ROUNDOFF[self.dtype]
 
 
@@ -264,6 +293,7 @@ class StudyConfig(SettingsBlock):
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     selection: SelectionSettings = field(default_factory=SelectionSettings)
     power: PowerSettings = field(default_factory=PowerSettings)
+    claims: ClaimsSettings = field(default_factory=ClaimsSettings)
     authors_protocol: AuthorsProtocol = field(default_factory=AuthorsProtocol)
     greedy: GreedySettings = field(default_factory=GreedySettings)
     fusion: FusionSettings = field(default_factory=FusionSettings)

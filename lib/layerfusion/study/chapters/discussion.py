@@ -9,17 +9,29 @@ import numpy as np
 import pandas as pd
 
 from layerfusion.study import claims
+from layerfusion.study.verdicts import Levels
 
 POOLING_LABELS = {"mean": "masked mean", "last": "last token", "mean_pad": "mean over padding"}
 """How the chapter's tables name each pooling."""
 
 
-def verdicts(load: claims.Loader, pooling: str, alpha: float = claims.ALPHA,
-             power: float = claims.POWER) -> pd.DataFrame:
-    """The claims table (``claims.evaluate``), numbered from 1 as the prose numbers the claims."""
-    table = claims.evaluate(load, pooling, alpha, power)
+def verdicts(load: claims.Loader, pooling: str, levels: Levels) -> pd.DataFrame:
+    """The claims table (``claims.evaluate`` at the profile's ``levels``), numbered from 1 as the prose numbers the
+    claims."""
+    table = claims.evaluate(load, pooling, levels)
     table.index = table.index + 1
     return table
+
+
+def beyond_the_paper(load: claims.Loader, levels: Levels) -> pd.DataFrame:
+    """The automated layer search (the authors' future work), descriptive, not a verdict
+    (``claims.beyond_the_paper``), rounded for reading: gains and intervals in points over test items."""
+    table = claims.beyond_the_paper(load("fusion_greedy"), load("layers_greedy"), load("fusion_comparisons"), levels)
+    for column in ("gain", "low", "high", "mde"):
+        table[column] = table[column].round(2)
+    table["p_holm"] = table["p_holm"].map(lambda p: f"{p:.2g}" if np.isfinite(p) else "–")
+    return table.rename(columns={"low": "gain low", "high": "gain high", "p_holm": "McNemar p (Holm)",
+                                 "same_as_claim2": "same models as claim 2's chosen fusion"})
 
 
 def _number(value: Any, fmt: str) -> str:
@@ -27,15 +39,25 @@ def _number(value: Any, fmt: str) -> str:
 
 
 def claims_view(table: pd.DataFrame) -> pd.DataFrame:
-    """The claims table for reading: verdict, decisive test, effect with its 95 % interval, p-value and (where the
-    verdict rests on it) the minimum detectable effect, then the evidence; numbers to three significant digits."""
+    """The claims table for reading: verdict; the registered test (name, unit, claimed direction, null, family);
+    effect with its ``1 - alpha`` interval; one-sided p in the claimed and in the opposite direction (corrected in
+    the family); the minimum detectable effect at the profile's power and the power to detect an effect the size of
+    the margin; the TOST p against the margin; then the
+    evidence; numbers to three significant digits."""
     effect = [f"{_number(e, '.3g')} [{_number(lo, '.3g')}, {_number(hi, '.3g')}]" if lo is not None and
               np.isfinite(lo) else _number(e, ".3g") for e, lo, hi in
               zip(table["effect"], table["effect_low"], table["effect_high"])]
     return pd.DataFrame({
         "claim": table["claim"], "verdict": table["verdict"], "test": table["test"].fillna(""),
-        "effect [95 % CI]": effect, "p": [_number(p, ".2g") for p in table["p_value"]],
-        "MDE": [_number(m, ".3g") for m in table["mde"]], "evidence": table["evidence"],
+        "unit": table["unit"].fillna(""), "claimed": table["direction"].fillna(""),
+        "null": table["null"].fillna(""), "family": table["family"].fillna(""),
+        "effect [CI]": effect, "p claimed": [_number(p, ".2g") for p in table["p_value"]],
+        "p opposite": [_number(p, ".2g") for p in table["p_opposite"]],
+        "MDE": [_number(m, ".3g") for m in table["mde"]],
+        "power at margin": [_number(p, ".2f") for p in table["power"]],
+        "TOST p (margin)": [f"{_number(p, '.2g')} (±{_number(m, '.3g')})" if m is not None and np.isfinite(m)
+                            else "no margin" for p, m in zip(table["tost_p"], table["margin"])],
+        "evidence": table["evidence"],
     }, index=table.index)
 
 

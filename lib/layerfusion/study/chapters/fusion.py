@@ -3,8 +3,9 @@
 Every combination of >= 2 models is fused with concatenation (and the other operators on pairs and on all models),
 over the profile's seeds. Each fusion is compared with the validation-best single model on the same test items with
 every seed (``fusion_stats.paired_gain``; Holm within the dataset for the figure), with the same fusion squeezed to
-the single model's dimension (PCA fitted on train) and with the best model concatenated with its own second-best
-layer. An ensemble of the single-model classifiers (their predicted probabilities averaged, same seed, no new fit)
+the single model's dimension (PCA fitted on train where train has enough rows per component, else a random
+projection; the same reduction applied to the best single model shows what the reduction alone costs) and with the
+best model concatenated with its own second-best layer. An ensemble of the single-model classifiers (their predicted probabilities averaged, same seed, no new fit)
 stands beside every concatenation, so that what averaging more models does to the spread is seen apart from fusion.
 Complementarity diagnostics (Cohen's kappa, error overlap, linear CKA) are computed on validation and set against
 the test gain. A greedy search over (model, layer) units closes the chapter. A job an operator cannot take
@@ -31,6 +32,7 @@ from layerfusion.study import fusion_stats
 from layerfusion.study.features import Study
 from layerfusion.study.results import TableSet
 from layerfusion.study.selection import greedy_units
+from layerfusion.study.verdicts import Levels
 
 SKIPPED_COLUMNS = ("dataset", "models", "operator", "reason")
 FIT_THREADS = 1
@@ -137,9 +139,17 @@ def _ensembles(dataset: str, runner: _Runner, models: list[str], preds: dict, se
     return pd.DataFrame(rows)
 
 
+def _ensemble_pred(preds: dict, names: tuple[str, ...], seed: int) -> np.ndarray:
+    """Test predictions of the ensemble of ``names``' single-model classifiers of ``seed`` (probabilities
+    averaged), as in ``_ensembles``."""
+    members = [preds[((m,), "concat", seed)] for m in names]
+    return members[0]["classes"][np.mean([r["test_proba"] for r in members], axis=0).argmax(axis=1)]
+
+
 def _comparisons(dataset: str, runs: pd.DataFrame, preds: dict, y_test: np.ndarray,
-                 seeds: list[int]) -> pd.DataFrame:
-    """Every fusion against the validation-best single model, with every seed (``fusion_stats.paired_gain``)."""
+                 seeds: list[int], levels: Levels) -> pd.DataFrame:
+    """Every fusion against the validation-best single model, and against the ensemble of its own single-model
+    classifiers, with every seed (``fusion_stats.paired_gain``)."""
     combo = runs["models"].map(tuple)
     singles = runs[runs["k"] == 1].groupby(combo)
     best_single = singles["val_accuracy"].mean().idxmax()
@@ -147,15 +157,18 @@ def _comparisons(dataset: str, runs: pd.DataFrame, preds: dict, y_test: np.ndarr
     single_test = float(singles["test_accuracy"].mean()[best_single])
     rows = []
     for (names, op), grp in runs[runs["k"] >= 2].groupby([combo, "operator"], sort=False):
-        gain = fusion_stats.paired_gain(y_test, np.stack([preds[(names, op, s)]["test_pred"] for s in seeds]),
-                                        single_preds)
+        fused = np.stack([preds[(names, op, s)]["test_pred"] for s in seeds])
+        gain = fusion_stats.paired_gain(y_test, fused, single_preds, levels)
+        ens = fusion_stats.paired_gain(y_test, fused, np.stack([_ensemble_pred(preds, names, s) for s in seeds]),
+                                       levels)
         rows.append({"dataset": dataset, "models": list(names), "k": len(names), "operator": op,
                      "best_single": best_single[0], "best_single_test_mean": single_test,
                      "test_mean": float(grp["test_accuracy"].mean()),
                      "test_std": float(grp["test_accuracy"].std(ddof=1)) if len(grp) > 1 else float("nan"),
                      "val_mean": float(grp["val_accuracy"].mean()), "gain": gain.gain, "gain_low": gain.low,
-                     "gain_high": gain.high, "gain_mde": gain.mde, "n_test": int(len(y_test)),
-                     "p_value": gain.p_value})
+                     "gain_high": gain.high, "gain_mde": gain.mde, "gain_se": gain.se, "n_test": int(len(y_test)),
+                     "p_value": gain.p_value, "ensemble_gain": ens.gain, "ensemble_se": ens.se,
+                     "ensemble_p": ens.p_value})
     table = pd.DataFrame(rows)
     if len(table):
         table["p_holm"] = stats.holm(table["p_value"].to_numpy())
@@ -177,31 +190,47 @@ def stability_table(runs: pd.DataFrame, ensembles: pd.DataFrame) -> pd.DataFrame
     return out
 
 
+PCA_ROWS_PER_COMPONENT = 4
+"""The equal-dimension control uses PCA only with at least this many train rows per component; otherwise a seeded
+Gaussian random projection. The classifier standardises every input column, so PCA components beyond what the rows
+can estimate (640 components from 1,000 rows) are noise scaled up to unit variance: a single model squeezed that way
+loses most of its accuracy, and the control would test the reduction rather than the fusion."""
+
+
+def _reduction(dim: int, n_train: int) -> str:
+    return "pca" if dim * PCA_ROWS_PER_COMPONENT <= n_train else "random"
+
+
 def _controls(study: Study, dataset: str, runner: _Runner, units: dict, models: list[str], best: str,
               per_layer: pd.DataFrame, seeds: list[int], runs: pd.DataFrame) -> pd.DataFrame:
-    """Fusions at the best single model's dimensionality, and the best model fused with its own second layer.
+    """Fusions at the best single model's dimensionality, the same reduction applied to the best single model
+    (its vectors twice, squeezed back to its own width: a reduction a single model passes keeps its accuracy), and
+    the best model fused with its own second layer.
 
-    The reduction is PCA fitted on train where train has enough rows for that many components, else a seeded
-    Gaussian random projection (also fitted on train only); the row says which. A combination already no wider
-    than the best single model needs no reduction: its concatenation's own runs are the control (not refitted).
+    The reduction (fitted on train only) is PCA where train has ``PCA_ROWS_PER_COMPONENT`` rows per component,
+    else a seeded Gaussian random projection; the row says which. A combination already no wider than the best
+    single model needs no reduction: its concatenation's own runs are the control (not refitted).
     """
     rows = []
     dim = units[best]["train"].shape[1]
+    n_train = units[best]["train"].shape[0]
     concat = runs[runs["operator"] == "concat"].assign(combo=runs["models"].map(tuple))
-    for k in range(2, len(models) + 1):
-        for names in combinations(models, k):
-            full = {s: [np.concatenate([units[n][s] for n in names], axis=1)] for s in SPLITS}
-            width = full["train"][0].shape[1]
-            if dim >= width:
-                method, accs = "none needed", concat.loc[concat["combo"] == names, "test_accuracy"].tolist()
-            else:
-                method = "pca" if dim <= min(full["train"][0].shape) else "random"
-                reduced = fusion.match_dimension(full["train"][0], [full["validation"][0], full["test"][0]], dim,
-                                                 method=method, random_state=study.config.seed)
-                feats = {s: [x] for s, x in zip(SPLITS, reduced)}
-                accs = [runner.fit(list(names), "concat", seed, features=feats)["test_accuracy"] for seed in seeds]
-            rows.append({"dataset": dataset, "control": f"fusion reduced to best single's dimension ({method})",
-                         "models": list(names), "dim": int(min(dim, width)), **_mean_std(accs)})
+    candidates = [((best, best), "check: best single model twice, reduced the same way")]
+    candidates += [(names, None) for k in range(2, len(models) + 1) for names in combinations(models, k)]
+    for names, label in candidates:
+        full = {s: [np.concatenate([units[n][s] for n in names], axis=1)] for s in SPLITS}
+        width = full["train"][0].shape[1]
+        if dim >= width:
+            method, accs = "none needed", concat.loc[concat["combo"] == names, "test_accuracy"].tolist()
+        else:
+            method = _reduction(dim, n_train)
+            reduced = fusion.match_dimension(full["train"][0], [full["validation"][0], full["test"][0]], dim,
+                                             method=method, random_state=study.config.seed)
+            feats = {s: [x] for s, x in zip(SPLITS, reduced)}
+            accs = [runner.fit(list(names), "concat", seed, features=feats)["test_accuracy"] for seed in seeds]
+        label = label or "fusion reduced to best single's dimension"
+        rows.append({"dataset": dataset, "control": f"{label} ({method})", "models": list(dict.fromkeys(names)),
+                     "dim": int(min(dim, width)), **_mean_std(accs)})
     ranked = per_layer[(per_layer["dataset"] == dataset) & (per_layer["model"] == best)
                        & (per_layer["pooling"] == study.config.primary_pooling)]
     top2 = [int(x) for x in ranked.sort_values("val_accuracy", ascending=False)["layer"].head(2)]
@@ -282,7 +311,7 @@ def _fuse_dataset(study: Study, dataset: str, summary: pd.DataFrame, per_layer: 
     bar.close()
     runs = pd.DataFrame(rows)
     ensembles = _ensembles(dataset, runner, models, preds, seeds, layers)
-    comparisons = _comparisons(dataset, runs, preds, runner.y["test"], seeds)
+    comparisons = _comparisons(dataset, runs, preds, runner.y["test"], seeds, Levels.of(cfg))
     out = {"runs": runs, "ensembles": ensembles, "comparisons": comparisons,
            "complementarity": _complementarity(dataset, models, units, runner, preds, runs, seeds),
            "skipped": pd.DataFrame([{"dataset": dataset, **row} for row in skipped], columns=SKIPPED_COLUMNS)}
@@ -325,40 +354,55 @@ def stability_summary(stability: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index()
 
 
-def tests(fused: FusionAnalysis) -> dict[str, pd.DataFrame]:
-    """The claims' tests on this chapter's tables (``fusion_stats``): ``claim2_tests`` and ``stability_tests``."""
-    return {"claim2_tests": fusion_stats.claim2_tests(fused.comparisons, fused.complementarity),
-            "stability_tests": fusion_stats.stability_tests(fused.stability)}
+def tests(fused: FusionAnalysis, levels: Levels) -> dict[str, pd.DataFrame]:
+    """The claims' tests on this chapter's tables (``fusion_stats``): ``claim2_tests``, ``stability_tests`` and the
+    wins and losses of every fusion against the best single model (``wins_and_losses``)."""
+    return {"claim2_tests": fusion_stats.claim2_tests(fused.comparisons, fused.complementarity, levels),
+            "stability_tests": fusion_stats.stability_tests(fused.stability, levels),
+            "wins_losses": fusion_stats.wins_and_losses(fused.comparisons, levels)}
 
 
 def tests_table(table: pd.DataFrame) -> pd.DataFrame:
-    """A ``fusion_stats`` test table for reading: effect with its 95 % interval and MDE, in accuracy points (rho
-    as it is), the p-value and, for a claim's family, the Holm-corrected one."""
-    rho = table["test"].str.startswith("Spearman").to_numpy()
+    """A ``fusion_stats`` test table for reading: effect with its interval and MDE in accuracy points (rho as it
+    is), the one-sided p-values in the claimed and the opposite direction (Holm-corrected within a claim's
+    family) and the TOST against the profile's margin."""
+    rho = (table["unit"] == "rho").to_numpy() if "unit" in table else table["test"].str.contains("rho").to_numpy()
 
     def show(value: float, scale: float) -> str:
         return f"{value * scale:+.2f}" if np.isfinite(value) else "n/a"
 
+    def p(value: float) -> str:
+        return f"{value:.2g}" if np.isfinite(value) else "–"
+
     scales = np.where(rho, 1.0, 100.0)
+    holm = table["p_holm"].notna()
     return pd.DataFrame({
         "family": table["family"], "test": table["test"], "on": table["method"], "n": table["n"],
         "unit": np.where(rho, "rho", "points"),
-        "effect [95% CI]": [f"{show(e, s)} [{show(lo, s)}, {show(hi, s)}]" if np.isfinite(lo) else show(e, s)
-                            for e, lo, hi, s in zip(table["effect"], table["low"], table["high"], scales)],
+        "claimed": np.where(table["claimed_sign"] > 0, "> 0", "< 0"),
+        "effect [CI]": [f"{show(e, s)} [{show(lo, s)}, {show(hi, s)}]" if np.isfinite(lo) else show(e, s)
+                        for e, lo, hi, s in zip(table["effect"], table["low"], table["high"], scales)],
         "MDE": [show(m, s).lstrip("+") for m, s in zip(table["mde"], scales)],
-        "p": table["p_value"].map(lambda p: f"{p:.2g}" if np.isfinite(p) else "n/a"),
-        "p (Holm)": table["p_holm"].map(lambda p: f"{p:.2g}" if np.isfinite(p) else "–"),
+        "p claimed": [p(h if k else r) for h, r, k in zip(table["p_holm"], table["p_value"], holm)],
+        "p opposite": [p(h if k else r) for h, r, k in zip(table["p_opposite_holm"], table["p_opposite"], holm)],
+        "Holm": np.where(holm, "yes", "no"),
+        "TOST p (margin)": [f"{p(tp)} (±{show(m, s).lstrip('+')})" for tp, m, s in
+                            zip(table["tost_p"], table["margin"], scales)],
     })
 
 
-def complementarity_table(compl: pd.DataFrame) -> pd.DataFrame:
-    """Each diagnostic's Spearman rho with the pair's gain (``fusion_stats.complementarity_correlation``), for
-    reading; kappa is the primary one (in claim 2's family), the others are shown without correction."""
-    corr = fusion_stats.complementarity_correlation(compl)
+def complementarity_table(compl: pd.DataFrame, levels: Levels) -> pd.DataFrame:
+    """Each diagnostic's within-dataset Spearman rho with the pair's gain (``fusion_stats.complementarity_
+    correlation``), per dataset beside the mean, for reading; kappa is the primary one (in claim 2's family), the
+    others are shown without correction."""
+    corr = fusion_stats.complementarity_correlation(compl, levels)
     if corr.empty:
         return corr
-    return tests_table(corr.assign(family=np.where(corr["primary"], "claim 2 (primary)", "secondary"),
-                                   test="Spearman rho with the gain", method=corr["diagnostic"], p_holm=np.nan))
+    shown = tests_table(corr.assign(family=np.where(corr["primary"], "claim 2 (primary)", "secondary"),
+                                    test="within-dataset Spearman rho with the gain", method=corr["diagnostic"],
+                                    unit="rho", p_holm=np.nan, p_opposite_holm=np.nan))
+    shown.insert(5, "per dataset", corr["per_dataset"].to_numpy())
+    return shown
 
 
 def _text(value: float, spec: str = ".2f", scale: float = 1.0) -> str:
@@ -366,33 +410,42 @@ def _text(value: float, spec: str = ".2f", scale: float = 1.0) -> str:
     return format(value * scale, spec) if np.isfinite(value) else "n/a"
 
 
-def headline(fused: FusionAnalysis, tested: dict[str, pd.DataFrame] | None = None,
-             alpha: float = fusion_stats.ALPHA) -> dict[str, Any]:
-    """The numbers the chapter's prose quotes, from ``tests(fused)`` (the tests the claims table uses; pass them
-    when already computed)."""
-    tested = tested or tests(fused)
+def headline(fused: FusionAnalysis, levels: Levels, tested: dict[str, pd.DataFrame] | None = None
+             ) -> dict[str, Any]:
+    """The numbers the chapter's prose quotes, from ``tests(fused, levels)`` (the tests the claims table uses; pass
+    them when already computed)."""
+    tested = tested or tests(fused, levels)
+    alpha = levels.alpha
     comp = fused.comparisons
     sig = comp[(comp["p_holm"] < alpha) & (comp["gain"] > 0)] if len(comp) else comp
+    worse = comp[(comp["p_holm"] < alpha) & (comp["gain"] < 0)] if len(comp) else comp
     claim2 = tested["claim2_tests"]
-    chosen = claim2.iloc[:-1]
-    won = chosen[(chosen["p_holm"] < alpha) & (chosen["effect"] > 0)]
-    compl = claim2.iloc[-1]
+    compl = claim2.iloc[0]
+    chosen = claim2[claim2["test"].str.endswith("vs best single")]
+    won = chosen[chosen["p_holm"] < alpha]
+    lost = chosen[chosen["p_opposite_holm"] < alpha]
+    vs_ens = claim2[claim2["test"].str.endswith("vs its ensemble")]
     stab = tested["stability_tests"]
-    seed, equal_m, ens, contrast = (stab.iloc[i] for i in (0, 1, 2, 4))
+    equal_m, seed, ens_m, ens, contrast = (stab.iloc[i] for i in range(5))
     return {
         "n_fusions": int(len(comp)), "n_seeds": int(fused.runs["seed"].nunique()),
-        "n_significant_gains": int(len(sig)), "n_datasets": int(comp["dataset"].nunique()),
-        "n_chosen_significant": int(len(won)),
+        "n_significant_gains": int(len(sig)), "n_significant_losses": int(len(worse)),
+        "n_datasets": int(comp["dataset"].nunique()),
+        "n_chosen_significant": int(len(won)), "n_chosen_worse": int(len(lost)),
         "datasets_chosen_significant": ", ".join(won["dataset"]) or "none",
+        "vs_ensemble": "; ".join(f"{r.dataset} {r.effect * 100:+.2f}" for r in vs_ens.itertuples()) or "n/a",
         "kappa_rho": _text(compl["effect"]), "kappa_rho_low": _text(compl["low"]),
         "kappa_rho_high": _text(compl["high"]), "kappa_p": _text(compl["p_value"], ".2g"),
-        "kappa_p_holm": _text(compl["p_holm"], ".2g"), "n_pairs": int(compl["n"]),
+        "kappa_p_holm": _text(compl["p_holm"], ".2g"), "kappa_per_dataset": compl.get("per_dataset", "") or "n/a",
+        "n_pairs": int(compl["n"]),
         "seed_std_2": _text(seed["k2"], scale=100), "seed_std_3": _text(seed["k3plus"], scale=100),
-        "seed_narrowing": _text(seed["effect"], scale=100), "seed_p_holm": _text(seed["p_holm"], ".2g"),
+        "seed_narrowing": _text(seed["effect"], scale=100), "seed_p": _text(seed["p_value"], ".2g"),
         "ensemble_std_2": _text(ens["k2"], scale=100), "ensemble_std_3": _text(ens["k3plus"], scale=100),
         "ensemble_p": _text(ens["p_value"], ".2g"),
         "contrast": _text(contrast["effect"], scale=100), "contrast_low": _text(contrast["low"], scale=100),
         "contrast_high": _text(contrast["high"], scale=100),
         "equal_m_narrowing": _text(equal_m["effect"], scale=100), "equal_m_p_holm": _text(equal_m["p_holm"], ".2g"),
+        "equal_m_per_dataset": equal_m.get("per_dataset", "") or "n/a",
+        "equal_m_ensemble": _text(ens_m["effect"], scale=100), "equal_m_ensemble_p": _text(ens_m["p_value"], ".2g"),
         "n_skipped": int(len(fused.skipped)),
     }

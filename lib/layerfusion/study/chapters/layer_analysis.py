@@ -29,6 +29,7 @@ from layerfusion.study.features import Study
 from layerfusion.study.results import TableSet
 from layerfusion.study.selection import greedy_units
 from layerfusion.study.settings import PROTOCOLS
+from layerfusion.study.verdicts import Levels
 from layerfusion.study.warnlog import WarningLog
 
 
@@ -103,10 +104,12 @@ def probe_layers(study: Study, model: str, dataset: str, pooling: str, fitted: t
     return pd.DataFrame(rows), arrays
 
 
-def summarise(model: str, dataset: str, pooling: str, arrays: dict[str, Any], alpha: float = 0.05,
-              power: float = 0.8) -> dict[str, Any]:
+def summarise(model: str, dataset: str, pooling: str, arrays: dict[str, Any], alpha: float,
+              power: float) -> dict[str, Any]:
     """Selected layer vs the last layer: test accuracy, CI, McNemar p, their discordance on test and the smallest
-    difference McNemar detects there at ``alpha`` with ``power`` (``stats.mcnemar_mde``), and the tied set."""
+    difference McNemar detects there at ``alpha`` with ``power`` (``stats.mcnemar_mde``), the tied set, and their
+    discordance on the selection items (validation, or cross-validated predictions): the planning rate for the next
+    run's power analysis, which must not come from test."""
     layers, y_te, y_sel = arrays["layers"], arrays["y_te"], arrays["y_sel"]
     best_i = select.best_layer(arrays["sel_scores"])
     last_i = len(layers) - 1
@@ -130,6 +133,8 @@ def summarise(model: str, dataset: str, pooling: str, arrays: dict[str, Any], al
         "delta_best_minus_last": best_ci.estimate - last_acc,
         "p_best_vs_last": test.p_value,
         "discordance_best_last": discordance,
+        "selection_discordance_best_last": stats.discordance(y_sel, arrays["sel_pred"][best_i],
+                                                             arrays["sel_pred"][last_i]),
         "mde_best_last": stats.mcnemar_mde(len(y_te), discordance, alpha, power) if discordance > 0 else np.nan,
         "best_is_last": bool(best_i == last_i),
         "n_tied_with_best": len(tied), "tied_layers": [int(layers[i]) for i in tied],
@@ -371,11 +376,15 @@ def summary_table(summary: pd.DataFrame, pooling: str) -> pd.DataFrame:
 def plan_check(summary: pd.DataFrame, pooling: str, planned: dict[str, float]) -> pd.DataFrame:
     """Per dataset, the discordance between the selected and the last layer on test as observed (median over the
     models whose selected layer is not the last) beside the planning rate of the profile (``power.discordance``),
-    and the median MDE achieved (points): the numbers to plan the next run with."""
+    the median MDE achieved (points), and the same discordance on the selection items: the rate to plan the next
+    run with (validation or cross-validation data only; test is not looked at for planning)."""
     df = summary[(summary["pooling"] == pooling) & ~summary["best_is_last"]]
     grouped = df.groupby("dataset", sort=False)
+    selection = (grouped["selection_discordance_best_last"].median() if "selection_discordance_best_last" in df
+                 else pd.Series(np.nan, index=grouped.size().index))
     out = pd.DataFrame({"cells": grouped.size(), "observed discordance": grouped["discordance_best_last"].median(),
-                        "MDE achieved (points)": grouped["mde_best_last"].median() * 100})
+                        "MDE achieved (points)": grouped["mde_best_last"].median() * 100,
+                        "selection discordance (plan next run)": selection})
     out.insert(1, "planned discordance", [planned.get(d, float("nan")) for d in out.index])
     return out.round(3).reset_index()
 
@@ -411,14 +420,24 @@ def protocol_facts(protocols: pd.DataFrame, profile_protocol: str) -> dict[str, 
 
 def dependence_table(selection: pd.DataFrame, summary: pd.DataFrame, pooling: str) -> pd.DataFrame:
     """Per model and pair of datasets, the overlap of their bootstrap selection distributions
-    (``claims.dataset_dependence``, the rule of claim 1) under the protocol the summary selected with."""
+    (``claims.dataset_dependence``, descriptive) under the protocol the summary selected with."""
     protocol = summary.loc[summary["pooling"] == pooling, "protocol"].iloc[0]
     rows = selection[(selection["pooling"] == pooling) & (selection["protocol"] == protocol)]
     return claims.dataset_dependence(rows).round(3)
 
 
-def headline(summary: pd.DataFrame, pooling: str, selection: pd.DataFrame | None = None) -> dict[str, Any]:
-    """The numbers the chapter's prose quotes, from the same function that judges claim 1 (``claims.layer_facts``),
-    rounded for reading."""
+def headline(summary: pd.DataFrame, pooling: str, levels: Levels,
+             selection: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The numbers the chapter's prose quotes, from the same function that judges claim 1 (``claims.layer_facts``,
+    at the profile's ``levels``), rounded for reading."""
     return {key: round(value, 3) if isinstance(value, float) else value
-            for key, value in claims.layer_facts(summary, pooling, selection).items()}
+            for key, value in claims.layer_facts(summary, pooling, levels, selection).items()}
+
+
+def dataset_table(summary: pd.DataFrame, pooling: str, levels: Levels) -> pd.DataFrame:
+    """Claim 1 at its unit, the dataset (``claims.dataset_effects``), rounded for reading: the mean over models of
+    selected − last (points), its conservative standard error, one-sided Holm p-values both ways, MDE and the
+    models whose own McNemar test (Holm across cells) finds the selected layer better or worse."""
+    table = claims.dataset_effects(summary, pooling, levels)
+    return table.round({"difference": 2, "se": 2, "mde": 2}).assign(
+        **{c: table[c].map(lambda p: f"{p:.2g}") for c in ("p_value", "p_opposite", "p_holm", "p_opposite_holm")})

@@ -1,8 +1,10 @@
 """Chapter 6: do the verdicts move when the features move by the rounding error of the other dtype?
 
 A profile with ``dtype: null`` extracts in bf16 on CPUs with native bf16 and in fp32 elsewhere, and the two
-extractions differ by about the bf16 rounding level. Extracting everything again in the other dtype costs hours;
-instead every cached vector is perturbed at that level (the profile's ``robustness`` block, ``RobustnessSettings``)
+extractions differ by the error the extraction chapter measures (its ``dtype_agreement`` table: per layer, the mean
+relative error of bf16 vectors against fp32 ones). Extracting everything again in the other dtype costs hours;
+instead every cached vector is perturbed at the measured level (``resolve``: by default the worst layer's error, the
+profile's ``robustness`` block, ``RobustnessSettings``)
 and what the verdicts depend on is recomputed with the chapters' own functions, on a ``Study`` whose features pass
 through the perturbation (``Study(transform=...)``):
 
@@ -34,6 +36,7 @@ from layerfusion.study.chapters import fusion, layer_analysis
 from layerfusion.study.features import Study
 from layerfusion.study.results import TableSet
 from layerfusion.study.settings import RobustnessSettings
+from layerfusion.study.verdicts import Levels
 from layerfusion.study.warnlog import WarningLog
 
 RECOMPUTED = ("layers_summary", "layers_per_layer", "fusion_runs", "fusion_ensembles", "fusion_comparisons",
@@ -75,6 +78,28 @@ def perturbation(settings: RobustnessSettings, pooling: str) -> Callable[[str, s
         vectors = {pooling: perturb(emb.vectors[pooling], settings, f"{model}|{dataset}|{split}")}
         return dataclasses.replace(emb, vectors=vectors)
     return transform
+
+
+def resolve(settings: RobustnessSettings, load: claims.Loader | None = None) -> RobustnessSettings:
+    """``settings`` with its noise ``scale`` fixed: as given, or from the extraction chapter's ``dtype_agreement``
+    table (read through ``load``) as ``match`` asks. Uniform noise ``u`` in ``[-s, s]`` multiplies each value, so a
+    vector's relative error is about ``s / sqrt(3)`` (the RMS of ``u``): ``s = sqrt(3) * e`` for the measured mean
+    relative error ``e`` of the worst layer (``measured_max``) or the median layer (``measured_median``) in
+    ``settings.dtype``. The measured error is not independent noise (it grows with depth and is larger for some
+    texts), so matching the worst layer's mean is the conservative reading. ``roundoff`` or a ``kind: round`` leave
+    the settings as they are."""
+    if settings.scale is not None or settings.match == "roundoff" or settings.kind != "noise":
+        return settings
+    if load is None:
+        raise ValueError(f"robustness.match is {settings.match!r}: pass the chapter's loader so the extraction "
+                         "chapter's dtype_agreement table can be read, or set robustness.scale in the profile")
+    agreement = load("dtype_agreement")
+    rows = agreement[agreement["dtype"] == settings.dtype]["rel_error_mean"].dropna()
+    if rows.empty:
+        raise ValueError(f"results table dtype_agreement has no {settings.dtype} rows: run the extraction chapter "
+                         "first, or set robustness.scale (or match: roundoff) in the profile")
+    error = float(rows.max() if settings.match == "measured_max" else rows.median())
+    return dataclasses.replace(settings, scale=min(float(np.sqrt(3.0) * error), 0.5))
 
 
 def perturbed_study(study: Study, settings: RobustnessSettings | None = None) -> Study:
@@ -138,10 +163,12 @@ def analyse_robustness(study: Study, load: claims.Loader, shaken: Study | None =
     """Recompute the verdicts' inputs on perturbed features and set every verdict beside its recomputation.
 
     ``load`` reads the tables the earlier chapters wrote (``Chapter.load``); ``shaken`` is the study to recompute on
-    (default ``perturbed_study(study)``; the tests pass one that leaves the features as they are).
+    (default ``perturbed_study`` at the measured error, ``resolve``; the tests pass one that leaves the features as
+    they are).
     """
     cfg = study.config
-    pooling, shaken = cfg.primary_pooling, shaken or perturbed_study(study)
+    levels = Levels.of(cfg)
+    pooling, shaken = cfg.primary_pooling, shaken or perturbed_study(study, resolve(cfg.robustness, load))
     cost, start = [], time.perf_counter()
     log = WarningLog()
     per_layer, summary, selection = layer_tables(shaken, pooling, log)
@@ -161,8 +188,8 @@ def analyse_robustness(study: Study, load: claims.Loader, shaken: Study | None =
                   "fusion_runs": fused.runs,
                   "fusion_ensembles": fused.ensembles, "fusion_comparisons": fused.comparisons,
                   "fusion_stability": fused.stability, "fusion_complementarity": fused.complementarity}
-    verdicts = _claims_side_by_side(claims.evaluate(_overlay(load, original), pooling),
-                                    claims.evaluate(_overlay(load, recomputed), pooling))
+    verdicts = _claims_side_by_side(claims.evaluate(_overlay(load, original), pooling, levels),
+                                    claims.evaluate(_overlay(load, recomputed), pooling, levels))
     cost.append({"step": "claims table, twice", "seconds": time.perf_counter() - start})
     layers = _side_by_side(original["layers_summary"], summary, ["model", "dataset"],
                            ["best_layer", "delta_best_minus_last", "p_best_vs_last_holm"])
@@ -190,8 +217,9 @@ def verdict_table(verdicts: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def headline(analysis: RobustnessAnalysis, settings: RobustnessSettings, alpha: float = 0.05) -> dict[str, Any]:
-    """The numbers the chapter's prose quotes."""
+def headline(analysis: RobustnessAnalysis, settings: RobustnessSettings, alpha: float) -> dict[str, Any]:
+    """The numbers the chapter's prose quotes (``settings`` as ``resolve`` fixed them; ``alpha``: the profile's
+    ``power.alpha``)."""
     layers, per_layer, fused, verdicts = analysis.layers, analysis.per_layer, analysis.fusion, analysis.claims
     significant = {side: (layers[f"p_best_vs_last_holm_{side}"] < alpha) & (layers[f"delta_best_minus_last_{side}"] > 0)
                    for side in ("original", "perturbed")}
@@ -201,6 +229,7 @@ def headline(analysis: RobustnessAnalysis, settings: RobustnessSettings, alpha: 
     moved = verdicts[verdicts["moved"]]
     return {
         "kind": settings.kind, "dtype": settings.dtype, "scale": f"{settings.relative_scale:.3g}",
+        "match": settings.match, "rms_relative": f"{settings.relative_scale / np.sqrt(3):.3g}",
         "n_cells": int(len(layers)), "n_layers_moved": int(layers["layer_moved"].sum()),
         "n_significant_original": int(significant["original"].sum()),
         "n_significant_perturbed": int(significant["perturbed"].sum()),
