@@ -129,7 +129,7 @@ def test_layer_chunks_count_the_solver_state(monkeypatch):
     assert solver.layer_chunk(X, None, 4) == 31
     binary = solver.layer_chunk(X, None, 4, n_params=3 * 1 * 577, n_logits=400 * 3)
     many = solver.layer_chunk(X, None, 4, n_params=3 * 52 * 577, n_logits=400 * 3 * 52)
-    per_layer = (400 * 576 + 30 * 3 * 52 * 577 + 10 * 400 * 3 * 52) * 4
+    per_layer = (400 * 576 + 30 * 3 * 52 * 577) * 4 + 10 * 400 * 3 * 52 * 8
     assert binary == 31 and many == 64 * 2**20 // per_layer < 31
 
 

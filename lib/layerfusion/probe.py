@@ -95,7 +95,8 @@ class LayerwiseProbe(BaseEstimator):
     problem solved (folds and refit), ``n_unconverged_`` those that stopped for any reason but a small gradient
     and ``unconverged_`` one (fit, layer, C, reason, grad_norm) tuple for each (a ``ConvergenceWarning`` names
     them), ``device_`` the device used, ``coef_`` (L, d, K) and ``intercept_`` (L, K) on standardised features (K = 1 for
-    two classes, else the number of classes), ``mean_`` and ``scale_`` (L, d) the training standardisation.
+    two classes, else the number of classes), ``mean_`` and ``scale_`` (L, d) the training standardisation (stored
+    in float64 when ``dtype="float64"``, else float32).
 
     A scikit-learn estimator in its API (parameters, cloning, tags), not a drop-in classifier: ``X`` is (n, L, d) and
     every method answers per layer, so scikit-learn's data checks run on ``LogisticProbe``, this solver on one layer.
@@ -137,10 +138,11 @@ class LayerwiseProbe(BaseEstimator):
         n, L, d = X.shape
         self.classes_, self.Cs_, self.n_features_in_, self.n_layers_in_ = classes, Cs, d, L
         n_out = 1 if classes.size == 2 else classes.size
-        self.coef_ = np.zeros((L, d, n_out), dtype=np.float32)
-        self.intercept_ = np.zeros((L, n_out), dtype=np.float32)
-        self.mean_ = np.zeros((L, d), dtype=np.float32)
-        self.scale_ = np.ones((L, d), dtype=np.float32)
+        store = np.float64 if solver.torch_dtype(self.dtype) == torch.float64 else np.float32
+        self.coef_ = np.zeros((L, d, n_out), dtype=store)
+        self.intercept_ = np.zeros((L, n_out), dtype=store)
+        self.mean_ = np.zeros((L, d), dtype=store)
+        self.scale_ = np.ones((L, d), dtype=store)
         self.n_iter_ = np.zeros((L, Cs.size), dtype=np.int64)
         self.grad_norm_ = np.full((L, Cs.size), np.nan)
         self.stop_reason_ = np.full((L, Cs.size), "", dtype=object)
@@ -392,7 +394,7 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Logits on the original features: (n,) for two classes, else (n, n_classes)."""
-        X = self._as_stack(X)[:, 0].astype(np.float32)
+        X = self._as_stack(X)[:, 0].astype(self.coef_.dtype)
         scores = X @ self.coef_.T + self.intercept_
         return scores[:, 0] if scores.shape[1] == 1 else scores
 

@@ -111,12 +111,12 @@ def layer_chunk(X: np.ndarray, chunk: int | None, itemsize: int, n_params: int =
 
     A layer's working set is its features (n x d) plus, when fitting, the solver state of its problems: ``n_params``
     parameters (all values of C and outputs) held about ``2 * _HISTORY + 10`` times (L-BFGS history, gradients,
-    direction, temporaries) and ``n_logits`` logits held about 10 times (line search). With many classes the state,
+    direction, temporaries) and ``n_logits`` logits held about 10 times in float64 (line search). With many classes the state,
     not the features, is the larger part.
     """
     if chunk is not None:
         return checks.positive_int(chunk, "layer_chunk")
-    per_layer = (X.shape[0] * X.shape[2] + (2 * _HISTORY + 10) * n_params + 10 * n_logits) * itemsize
+    per_layer = (X.shape[0] * X.shape[2] + (2 * _HISTORY + 10) * n_params) * itemsize + 10 * n_logits * 8
     return max(1, min(X.shape[1], CHUNK_BYTES // max(per_layer, 1)))
 
 
@@ -178,16 +178,18 @@ def logits(X: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(b, X, W.transpose(1, 2)).view(B, n, nC, K)
 
 
-def _objective(Z: torch.Tensor, target: torch.Tensor, lam: torch.Tensor,
-               w_sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean log-loss of logits ``Z`` (B, n, nC, K) + 0.5 * lam * ``w_sq`` per problem (B, nC), in float64, and
-    d(loss)/d(logits) * n (B, n, nC, K) in the dtype of ``Z``.
+def _objective(Z: torch.Tensor, target: torch.Tensor, lam: torch.Tensor, w_sq: torch.Tensor,
+               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean log-loss of float64 logits ``Z`` (B, n, nC, K) + 0.5 * lam * ``w_sq`` per problem (B, nC), in float64,
+    and d(loss)/d(logits) * n (B, n, nC, K) in ``dtype`` (the compute dtype).
 
     Dividing sklearn's objective by n (lam = 1 / (C n)) leaves the minimiser unchanged and keeps values O(1). The
-    loss is evaluated and summed in float64 (a few operations per logit, cheap beside the products with X), so the
-    line search and the relative-decrease test see decreases far below float32 epsilon.
+    logits are accumulated (Z + step * ZD) and the loss evaluated and summed in float64 (a few operations per logit,
+    cheap beside the products with X, which stay in the compute dtype): with float32 logits the rounding of Z
+    (relative 6e-8 of |z|) made objective differences below ~1e-9 noise, and line searches stalled at gradients
+    near 1e-5; now an iteration's change is resolved to the rounding of the step's own logits.
     """
-    Z64 = Z.double()
+    Z64 = Z
     if Z.shape[3] == 1:
         z = Z64[..., 0]
         t = target.to(z.dtype)[None, :, None]
@@ -199,7 +201,7 @@ def _objective(Z: torch.Tensor, target: torch.Tensor, lam: torch.Tensor,
         point = -logp.gather(-1, index).squeeze(-1)
         G = logp.exp_()
         G.scatter_add_(-1, index, torch.full_like(index, -1, dtype=G.dtype))
-    return point.mean(dim=1) + 0.5 * lam[None, :] * w_sq.double(), G.to(Z.dtype)
+    return point.mean(dim=1) + 0.5 * lam[None, :] * w_sq.double(), G.to(dtype)
 
 
 def _gradient(X: torch.Tensor, theta: torch.Tensor, G: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -277,12 +279,12 @@ def fit_lbfgs(X: torch.Tensor, target: torch.Tensor, n_out: int, Cs: np.ndarray,
     lam64 = lam.double()
     if theta0 is None:
         theta = torch.zeros(B, nC, n_out, d + 1, dtype=X.dtype, device=X.device)
-        Z = torch.zeros(B, n, nC, n_out, dtype=X.dtype, device=X.device)
+        Z = torch.zeros(B, n, nC, n_out, dtype=torch.float64, device=X.device)
     else:
         if tuple(theta0.shape) != (B, nC, n_out, d + 1):
             raise ValueError(f"theta0 has shape {tuple(theta0.shape)}, expected {(B, nC, n_out, d + 1)}")
         theta = theta0.to(device=X.device, dtype=X.dtype).clone()
-        Z = logits(X, theta)
+        Z = logits(X, theta).double()
     out = torch.empty_like(theta)
     n_iter = np.zeros((B, nC), dtype=np.int64)
     reason = np.full((B, nC), STOP_REASONS.index("max_iter"), dtype=np.int8)
@@ -290,7 +292,7 @@ def fit_lbfgs(X: torch.Tensor, target: torch.Tensor, n_out: int, Cs: np.ndarray,
     objective = np.zeros((B, nC))
     ids = torch.arange(B, device=X.device)
     w_sq = _dot(theta[..., :d], theta[..., :d])
-    f, G = _objective(Z, target, lam64, w_sq)
+    f, G = _objective(Z, target, lam64, w_sq, X.dtype)
     g = _gradient(X, theta, G, lam)
     gmax = g.abs().amax(dim=(2, 3))
     active = gmax > tol
@@ -326,7 +328,7 @@ def fit_lbfgs(X: torch.Tensor, target: torch.Tensor, n_out: int, Cs: np.ndarray,
                 a[order] for a in (theta, Z, w_sq, f, G, g, gmax, active, gamma, ids, iters))
             S, Y, rho = [s[order] for s in S], [y[order] for y in Y], [r[order] for r in rho]
         direction, slope = _direction(g, S, Y, rho, gamma)
-        ZD = logits(X, direction)
+        ZD = logits(X, direction).double()
         W, DW = theta[..., :d], direction[..., :d]
         wd, dd = _dot(W, DW), _dot(DW, DW)
         first = iters == 0
@@ -336,8 +338,8 @@ def fit_lbfgs(X: torch.Tensor, target: torch.Tensor, n_out: int, Cs: np.ndarray,
         slope64 = slope.double()
         f_new, G_new, Z_new = f, G, Z
         for _ in range(_MAX_BACKTRACK):
-            Z_try = torch.addcmul(Z, step[:, None, :, None], ZD)
-            f_try, G_try = _objective(Z_try, target, lam64, w_sq + step * (2 * wd + step * dd))
+            Z_try = torch.addcmul(Z, step.double()[:, None, :, None], ZD)
+            f_try, G_try = _objective(Z_try, target, lam64, w_sq + step * (2 * wd + step * dd), X.dtype)
             ok = ~accepted & torch.isfinite(f_try) & (f_try <= f + _ARMIJO * step.double() * slope64)
             pick = ok[:, None, :, None]
             f_new = torch.where(ok, f_try, f_new)
