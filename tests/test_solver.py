@@ -148,3 +148,13 @@ def test_probe_device_auto_stays_on_cpu_for_small_problems(monkeypatch):
     assert est.device_ == "cpu"
     with pytest.raises(ValueError, match="device must be"):
         probe.LayerwiseProbe(Cs=(1.0,), device="nowhere").fit(stack, y)
+
+
+def test_probe_device_check_dry_run(capsys):
+    """benchmarks/probe_device_check.py --dry-run (CPU against CPU, toy size): the script runs and the two fits of
+    the same deterministic problem agree exactly."""
+    from benchmarks import probe_device_check
+
+    result = probe_device_check.main(["--dry-run"])
+    assert result["same_C"] == result["layers"] == 3 and result["max_abs_val_diff"] == 0.0
+    assert "device='auto' picks cpu" in capsys.readouterr().out
