@@ -203,8 +203,8 @@ class MLPHead(ClassifierMixin, BaseEstimator):
     which. Convergence: ``converged_`` is whether the training loss reached a plateau (``TrainingLog.plateaued``:
     the mean over the last 5 epochs less than 1 % below the 5 before) and ``loss_change_`` that relative change; a
     fit that used every epoch without reaching it raises a ``ConvergenceWarning`` (as scikit-learn's
-    ``MLPClassifier`` at ``max_iter``). Deterministic for a ``random_state`` on CPU: the seed drives initialisation, dropout and shuffling
-    without touching torch's global random state.
+    ``MLPClassifier`` at ``max_iter``). Deterministic for a ``random_state`` on CPU: the seed drives initialisation,
+    dropout and shuffling without touching torch's global random state.
     """
 
     def __init__(self, hidden: Sequence[int] = PAPER_HIDDEN, dropout: Sequence[float] = PAPER_DROPOUT,

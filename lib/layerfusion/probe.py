@@ -94,9 +94,9 @@ class LayerwiseProbe(BaseEstimator):
     ``cv_grad_norm_``, ``cv_stop_reason_`` (n_splits, L, len(Cs)) of the fold fits, ``n_fits_`` every (layer, C)
     problem solved (folds and refit), ``n_unconverged_`` those that stopped for any reason but a small gradient
     and ``unconverged_`` one (fit, layer, C, reason, grad_norm) tuple for each (a ``ConvergenceWarning`` names
-    them), ``device_`` the device used, ``coef_`` (L, d, K) and ``intercept_`` (L, K) on standardised features (K = 1 for
-    two classes, else the number of classes), ``mean_`` and ``scale_`` (L, d) the training standardisation (stored
-    in float64 when ``dtype="float64"``, else float32).
+    them), ``device_`` the device used, ``coef_`` (L, d, K) and ``intercept_`` (L, K) on standardised features
+    (K = 1 for two classes, else the number of classes), ``mean_`` and ``scale_`` (L, d) the training
+    standardisation (stored in float64 when ``dtype="float64"``, else float32).
 
     A scikit-learn estimator in its API (parameters, cloning, tags), not a drop-in classifier: ``X`` is (n, L, d) and
     every method answers per layer, so scikit-learn's data checks run on ``LogisticProbe``, this solver on one layer.

@@ -13,6 +13,12 @@ with one per class otherwise), on features standardised with the training mean a
 ``make_pipeline(StandardScaler(), LogisticRegression(C=C))``. Layers are processed in chunks (``layer_chunk``),
 each converted to the compute dtype only while it is fitted or scored (``load_chunk``; the cache stores float16).
 
+Convergence (``fit_lbfgs``): scipy's L-BFGS-B stopping rules as scikit-learn sets them (``gtol = tol`` on the largest
+absolute gradient entry, ``ftol = 64 eps`` on the relative decrease), but only the gradient test counts as converged;
+every fit reports its iterations, final gradient and stop reason (``Fit``, ``STOP_REASONS``). ``fit_path`` fits the C
+grid as a warm-started path (smallest C first), as ``LogisticRegressionCV`` does. ``choose_device`` is the rule
+behind the probes' ``device="auto"``.
+
 The estimators built on it are in ``layerfusion.probe``.
 """
 
@@ -29,7 +35,8 @@ import torch.nn.functional as F
 from layerfusion import checks, scaling
 
 __all__ = ["CHUNK_BYTES", "STOP_REASONS", "FTOL", "AUTO_CUDA_WORK", "Fit", "choose_device", "torch_dtype",
-           "layer_chunk", "load_chunk", "moments", "logits", "fit_lbfgs", "fit_path", "fitted_logits", "probabilities", "positions"]
+           "layer_chunk", "load_chunk", "moments", "logits", "fit_lbfgs", "fit_path", "fitted_logits", "probabilities",
+           "positions"]
 
 CHUNK_BYTES = 256 * 2**20
 """Working-set size (features and solver state) aimed at when ``layer_chunk`` is None (at least one layer a chunk)."""
@@ -111,8 +118,8 @@ def layer_chunk(X: np.ndarray, chunk: int | None, itemsize: int, n_params: int =
 
     A layer's working set is its features (n x d) plus, when fitting, the solver state of its problems: ``n_params``
     parameters (all values of C and outputs) held about ``2 * _HISTORY + 10`` times (L-BFGS history, gradients,
-    direction, temporaries) and ``n_logits`` logits held about 10 times in float64 (line search). With many classes the state,
-    not the features, is the larger part.
+    direction, temporaries) and ``n_logits`` logits held about 10 times in float64 (line search). With many classes
+    the state, not the features, is the larger part.
     """
     if chunk is not None:
         return checks.positive_int(chunk, "layer_chunk")
