@@ -100,3 +100,20 @@ def test_training_settings_are_validated(field, value):
     settings = dict(lr=1e-3, weight_decay=0.0, batch_size=8, epochs=2, random_state=0)
     with pytest.raises(ValueError, match=field):
         heads.TrainingSettings(**{**settings, field: value})
+
+
+def test_mlp_reports_whether_the_training_loss_reached_a_plateau():
+    """A head trained to its plateau says so; one stopped while its loss still falls warns and says it did not."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    (Xtr, ytr), _, _ = _mlp_data()
+    settled = heads.MLPHead(hidden=(32, 16), epochs=150, batch_size=50, lr=3e-3, weight_decay=1e-2).fit(Xtr, ytr)
+    assert settled.converged_ and abs(settled.loss_change_) < heads.PLATEAU_RTOL
+    assert np.mean(settled.loss_curve_[-5:]) < np.mean(settled.loss_curve_[:5])
+    with pytest.warns(ConvergenceWarning, match="still falling after 12 epochs"):
+        early = heads.MLPHead(hidden=(32, 16), epochs=12, batch_size=50, lr=1e-3).fit(Xtr, ytr)
+    assert not early.converged_ and early.loss_change_ < -heads.PLATEAU_RTOL
+    short = heads.TrainingLog(losses=[1.0, 0.9, 0.8])
+    assert np.isnan(short.loss_change()) and not short.plateaued()
+    flat = heads.TrainingLog(losses=[1.0] * 5 + [0.995] * 5)
+    assert flat.plateaued() and not heads.TrainingLog(losses=[1.0] * 5 + [0.98] * 5).plateaued()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -25,6 +26,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -38,6 +40,10 @@ PAPER_HIDDEN = (1024, 256)
 PAPER_DROPOUT = (0.5, 0.3)
 """Dropout after each hidden layer of the authors' head."""
 _PREDICT_BATCH = 4096
+PLATEAU_WINDOW = 5
+"""Epochs per window when ``TrainingLog.plateaued`` compares the mean training loss of the last two windows."""
+PLATEAU_RTOL = 0.01
+"""The training loss has plateaued when its last window's mean is less than this fraction below the window before."""
 
 
 class MLP(nn.Module):
@@ -102,6 +108,21 @@ class TrainingLog:
     def n_epochs(self) -> int:
         """Epochs run (fewer than asked when early stopping ended the run)."""
         return len(self.losses)
+
+    def loss_change(self, window: int = PLATEAU_WINDOW) -> float:
+        """Relative change of the mean training loss between the last ``window`` epochs and the ``window`` before
+        (negative while it falls); NaN with fewer than 2 * ``window`` epochs."""
+        if len(self.losses) < 2 * window:
+            return float("nan")
+        last, before = np.mean(self.losses[-window:]), np.mean(self.losses[-2 * window:-window])
+        return float((last - before) / max(abs(before), 1e-12))
+
+    def plateaued(self, window: int = PLATEAU_WINDOW, rtol: float = PLATEAU_RTOL) -> bool:
+        """Whether the training loss has stopped falling: its mean over the last ``window`` epochs is less than
+        ``rtol`` below the mean of the ``window`` before (means over windows, because dropout and mini-batches
+        make single epochs noisy). False with fewer than 2 * ``window`` epochs."""
+        change = self.loss_change(window)
+        return bool(np.isfinite(change) and change > -rtol)
 
 
 def predict_logits(net: nn.Module, inputs: Sequence[np.ndarray], device: torch.device | str) -> np.ndarray:
@@ -179,8 +200,11 @@ class MLPHead(ClassifierMixin, BaseEstimator):
     evaluation set after every epoch in ``history_`` (columns epoch, set, accuracy; epochs counted from 1) and the
     mean training loss per epoch in ``loss_curve_``. ``select_epoch="last"`` keeps the weights after the last epoch;
     ``"val"`` restores those of the epoch with the best "val" accuracy (ties: earliest). ``selected_epoch_`` says
-    which. Deterministic for a ``random_state`` on CPU: the seed drives initialisation, dropout and shuffling
-    without touching torch's global random state.
+    which. Convergence: ``converged_`` is whether the training loss reached a plateau (``TrainingLog.plateaued``:
+    the mean over the last 5 epochs less than 1 % below the 5 before) and ``loss_change_`` that relative change; a
+    fit that used every epoch without reaching it raises a ``ConvergenceWarning`` (as scikit-learn's
+    ``MLPClassifier`` at ``max_iter``). Deterministic for a ``random_state`` on CPU: the seed drives initialisation,
+    dropout and shuffling without touching torch's global random state.
     """
 
     def __init__(self, hidden: Sequence[int] = PAPER_HIDDEN, dropout: Sequence[float] = PAPER_DROPOUT,
@@ -240,7 +264,13 @@ class MLPHead(ClassifierMixin, BaseEstimator):
                                       for epoch, scores in enumerate(log.scores, start=1)
                                       for name, acc in scores.items()], columns=["epoch", "set", "accuracy"])
         self.loss_curve_ = log.losses
+        self.loss_change_ = log.loss_change()
+        self.converged_ = log.plateaued()
         self.network_ = net
+        if not self.converged_:
+            warnings.warn(f"MLPHead: the training loss was still falling after {settings.epochs} epochs (mean of the "
+                          f"last {PLATEAU_WINDOW} epochs {self.loss_change_:+.1%} against the {PLATEAU_WINDOW} before, "
+                          f"plateau below {PLATEAU_RTOL:.0%}); raise epochs or lr", ConvergenceWarning, stacklevel=2)
         return self
 
     def _checked(self, X: Any) -> np.ndarray:

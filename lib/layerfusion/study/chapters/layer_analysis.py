@@ -100,8 +100,29 @@ def probe_layers(study: Study, model: str, dataset: str, pooling: str, fitted: t
         })
     arrays = {"X_tr": study.layer_stack(model, dataset, "train", pooling), "y_te": y_te, "y_sel": y_sel,
               "layers": layers, "test_pred": test_pred, "sel_pred": est.val_predictions_,
-              "sel_scores": np.asarray(est.val_scores_), "protocol": "cv" if est.cv is not None else "validation"}
+              "sel_scores": np.asarray(est.val_scores_), "protocol": "cv" if est.cv is not None else "validation",
+              "convergence": convergence(est)}
     return pd.DataFrame(rows), arrays
+
+
+CONVERGENCE_COLUMNS = ("fits", "unconverged", "max_iterations", "max_final_gradient")
+
+
+def convergence(est: probe.LayerwiseProbe) -> dict[str, Any]:
+    """How the fits of one cell's probe ended (folds and refit): how many (layer, C) problems were solved, how many
+    stopped before the gradient test passed (``probe.LayerwiseProbe.unconverged_``), the most iterations and the
+    largest final max-abs gradient of any of them (compare with the profile's ``probe.tol``). ``convergence_table``
+    shows these per cell."""
+    n_iter = np.concatenate([est.cv_n_iter_.ravel(), est.n_iter_.ravel()])
+    grads = np.concatenate([est.cv_grad_norm_.ravel(), est.grad_norm_.ravel()])
+    return {"fits": int(est.n_fits_), "unconverged": int(est.n_unconverged_),
+            "max_iterations": int(n_iter.max()), "max_final_gradient": float(np.nanmax(grads))}
+
+
+def convergence_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Cells x (fits, unconverged, max iterations, max final gradient) of the probes behind the per-layer results,
+    from ``analyse_layers(...).summary``; the layer chapter shows it so every unconverged fit is counted."""
+    return summary[["model", "dataset", "pooling", "protocol", *CONVERGENCE_COLUMNS]].reset_index(drop=True)
 
 
 def summarise(model: str, dataset: str, pooling: str, arrays: dict[str, Any], alpha: float,
@@ -139,6 +160,7 @@ def summarise(model: str, dataset: str, pooling: str, arrays: dict[str, Any], al
         "best_is_last": bool(best_i == last_i),
         "n_tied_with_best": len(tied), "tied_layers": [int(layers[i]) for i in tied],
         "last_tied_with_best": bool(last_i in tied),
+        **arrays.get("convergence", {}),
     }
 
 
