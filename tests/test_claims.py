@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 import pytest
 
 from layerfusion import stats
@@ -166,21 +167,47 @@ def test_the_layer_chapter_prose_quotes_the_facts_of_the_verdict():
 
 # -- claim 4 --------------------------------------------------------------------------------------------------------
 
-def test_overhead_claim_regresses_each_curve_with_holm():
-    scaling = pd.DataFrame({"vary": ["layers"] * 4 + ["models"] * 4, "value": [1, 11, 20, 30, 1, 2, 3, 4],
-                            "seconds": [0.4, 3.5, 6.2, 9.5, 60.0, 120.0, 185.0, 240.0]})
-    facts = claims.overhead_facts(scaling, 0.05, 0.8)
-    assert list(facts["curve"]) == ["time vs layers kept", "time vs models fused"]
+def _scaling(seconds: list[list[float]], peak: list[float]) -> pd.DataFrame:
+    """An overhead_scaling table: layers kept 1, 11, 20, 30, each with its timed repeats and fresh-process peak."""
+    return pd.DataFrame({"vary": ["layers"] * 4, "value": [1, 11, 20, 30], "seconds_all": seconds,
+                         "peak_bytes": peak})
+
+
+def test_overhead_claim_regresses_every_repeat_and_memory_with_holm():
+    grows = _scaling([[0.40, 0.42, 0.41], [3.5, 3.6, 3.4], [6.2, 6.1, 6.3], [9.5, 9.4, 9.6]], [10e6, 12e6, 14e6, 16.1e6])
+    facts = claims.overhead_facts(grows, 0.05, 0.8)
+    assert list(facts["curve"]) == ["time vs layers kept", "memory vs layers kept"]
+    assert list(facts["n_points"]) == [12, 4]           # every timed repeat is a point; memory one per setting
     assert (facts["slope_low"] < facts["slope"]).all() and (facts["p_holm"] >= facts["p_value"]).all()
-    row = claims.overhead_claim(scaling, 0.05, 0.8)
+    # the slope and its one-sided p are scipy's on the same points
+    x = np.repeat([1, 11, 20, 30], 3).astype(float)
+    y = np.array([0.40, 0.42, 0.41, 3.5, 3.6, 3.4, 6.2, 6.1, 6.3, 9.5, 9.4, 9.6])
+    ref = sps.linregress(x, y, alternative="greater")
+    assert facts.loc[0, "slope"] == pytest.approx(ref.slope) and facts.loc[0, "p_value"] == pytest.approx(ref.pvalue)
+    row = claims.overhead_claim(grows, 0.05, 0.8)
     assert row["verdict"] == "supported" and row["p_value"] < 0.05 and "Holm over 2 curves" in row["test"]
-    scaling.loc[scaling["vary"] == "models", "seconds"] = [60.0, 240.0, 70.0, 200.0]
-    assert claims.overhead_claim(scaling, 0.05, 0.8)["verdict"] == "partly supported"
-    shrinking = scaling.assign(seconds=[9.5, 6.2, 3.5, 0.4, 240.0, 185.0, 120.0, 60.0])
+    flat_memory = grows.assign(peak_bytes=[12e6, 11.9e6, 12.1e6, 12e6])
+    assert claims.overhead_claim(flat_memory, 0.05, 0.8)["verdict"] == "partly supported"
+    shrinking = _scaling([[9.5, 9.4], [6.2, 6.3], [3.5, 3.4], [0.4, 0.41]], [16e6, 14e6, 12e6, 10e6])
     assert claims.overhead_claim(shrinking, 0.05, 0.8)["verdict"] == "contradicted"
-    flat = scaling.assign(seconds=[1.0, 1.01, 0.99, 1.0, 5.0, 5.02, 4.98, 5.0])
+    flat = _scaling([[1.0, 1.01], [0.99, 1.0], [1.0, 1.02], [0.98, 1.0]], [5e6, 5.01e6, 4.99e6, 5e6])
     assert claims.overhead_claim(flat, 0.05, 0.8)["verdict"] == "inconclusive"   # no margin for a slope
-    assert claims.overhead_claim(scaling[scaling["vary"] == "n_texts"], 0.05, 0.8)["verdict"] == "inconclusive"
+    assert claims.overhead_claim(grows[grows["vary"] == "n_texts"], 0.05, 0.8)["verdict"] == "inconclusive"
+
+
+def test_overhead_claim_adds_the_gpu_curves_per_backbone_and_models_as_accounting():
+    grows = _scaling([[0.40, 0.42], [3.5, 3.6], [6.2, 6.1], [9.5, 9.4]], [10e6, 12e6, 14e6, 16.1e6])
+    gpu = pd.DataFrame({"model": ["a"] * 4 + ["b"] * 4, "layers_kept": [1, 4, 8, 33] * 2,
+                        "seconds": [0.90, 0.92, 0.94, 1.07, 0.39, 0.40, 0.41, 0.47],
+                        "peak_bytes": [13.87e9, 13.90e9, 13.95e9, 14.24e9, 6.05e9, 6.07e9, 6.10e9, 6.22e9]})
+    models = pd.DataFrame({"dataset": ["sst2", "sst2"], "k": [1, 2], "added_model": ["m1", "m2"],
+                           "added_per_1k": [218.0, 57.5], "added_per_1k_low": [216.0, 49.4],
+                           "added_per_1k_high": [250.0, 84.3], "head_per_1k": [0.0, 0.13]})
+    facts = claims.overhead_facts(grows, 0.05, 0.8, gpu)
+    assert len(facts) == 2 + 2 * 2 and "GPU time vs layers kept, b" in set(facts["curve"])
+    row = claims.overhead_claim(grows, 0.05, 0.8, gpu, models)
+    assert "Holm over 6 curves" in row["test"] and "+m2 57.5 s/1k texts [49.4, 84.3]" in row["evidence"]
+    assert row["verdict"] == "supported"
 
 
 # -- beyond the paper -------------------------------------------------------------------------------------------------
