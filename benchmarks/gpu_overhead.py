@@ -338,14 +338,26 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if not run.fits(0.0 if dry else 15.0, f"{shape}: building it"):
             break
         t0 = run.elapsed()
-        measure_model(run, shape, device, args, features, extract_seconds, peaks)
+        try:
+            measure_model(run, shape, device, args, features, extract_seconds, peaks)
+        except Exception as err:  # noqa: BLE001 - one backbone failing must not lose the others' rows
+            run.skipped.append(f"{shape}: failed with {type(err).__name__}: {str(err)[:300]}")
+            print(f"  {shape}: FAILED ({type(err).__name__}: {err})", flush=True)
+            free(device)
+        left = int(torch.cuda.memory_allocated(device)) if device.type == "cuda" else 0
+        if left > 2**30:
+            run.skipped.append(f"after {shape}: {left / 2**30:.1f} GiB still allocated (later peaks include it)")
         print(f"  {shape}: done in {run.elapsed() - t0:.1f} s (elapsed {run.elapsed():.1f} s)", flush=True)
-    measure_fusion(run, list(args.shapes), device, args, features, extract_seconds, peaks)
+    try:
+        measure_fusion(run, list(args.shapes), device, args, features, extract_seconds, peaks)
+    except Exception as err:  # noqa: BLE001
+        run.skipped.append(f"fusion: failed with {type(err).__name__}: {str(err)[:300]}")
+        print(f"  fusion: FAILED ({type(err).__name__}: {err})", flush=True)
     run.write(finished=True)
     for line in summary(run.rows):
         print(line)
     for note in run.skipped:
-        print(f"skipped for the budget: {note}")
+        print(f"not measured: {note}")
     print(f"gpu_overhead: {len(run.rows)} rows in {out_dir}/gpu_overhead.csv ({run.elapsed():.0f} s)")
     return run.rows
 

@@ -350,10 +350,11 @@ def test_engine_on_the_accelerator_path_matches_the_cpu_path(tiny, monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-3), ("bfloat16", 5e-2)])
-def test_cuda_output_path_matches_the_cpu_path(tmp_path, dtype, rtol):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_output_path_matches_the_cpu_path(tmp_path, dtype):
     """On a GPU (pinned buffers, copies landed one batch later, compute-dtype kernels) the engine gives the CPU's
-    vectors in input order, over many batches and with an out-of-order length mix."""
+    vectors in input order, over many batches and with an out-of-order length mix (fp32: to 1e-3; bf16, whose
+    matrix products round differently on the two devices: cosine >= 0.99 per vector)."""
     spec = testing.tiny_spec(tmp_path / "m", arch="llama", n_layers=3)
     texts = [TEXTS[i % len(TEXTS)] + " good" * (i % 7) for i in range(40)]
     cfg = _cfg(token_budget=48)
@@ -361,4 +362,10 @@ def test_cuda_output_path_matches_the_cpu_path(tmp_path, dtype, rtol):
     on_gpu = extract.extract_texts(models.load(spec, device="cuda", dtype=dtype), texts, cfg, progress=False)
     assert on_gpu.n_batches == on_cpu.n_batches > 5
     for name in cfg.poolings:
-        np.testing.assert_allclose(on_gpu[name], on_cpu[name], rtol=rtol, atol=rtol)
+        a, b = on_gpu[name], on_cpu[name]
+        assert a.dtype == np.float32 and np.isfinite(a).all()
+        if dtype == "float32":
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+        else:
+            cosine = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+            assert cosine.min() >= 0.99, (name, cosine.min())

@@ -472,8 +472,13 @@ def _run_batch(taps: _Taps, loaded: Any, ids: list[list[int]], side: str, accept
     import torch
 
     input_ids, mask = _pad(ids, int(loaded.tokenizer.pad_token_id), side)
-    input_ids = torch.from_numpy(input_ids).to(loaded.device)
-    mask = torch.from_numpy(mask).to(loaded.device)
+    device = torch.device(loaded.device)
+    if device.type == "cuda":  # pinned and non-blocking: a pageable copy would wait for the batch still running
+        input_ids = torch.from_numpy(input_ids).pin_memory().to(device, non_blocking=True)
+        mask = torch.from_numpy(mask).pin_memory().to(device, non_blocking=True)
+    else:
+        input_ids = torch.from_numpy(input_ids).to(device)
+        mask = torch.from_numpy(mask).to(device)
     kwargs: dict[str, Any] = {}
     if "position_ids" in accepted:
         # Real tokens get positions 0..n-1 whatever the padding side (HF's default arange shifts left-padded texts).
