@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]] | None:
               f"| {r['seconds']:.2f} | {r['tokens_per_s']:.0f} | {r['speedup']:.2f} | {r['matmul_gflops']:.1f} "
               f"| {r['matmul_fraction_ratio']:.3f} |")
     for line in targets(rows, args.target_fraction):
-        print(line)
+        print(f"{line} [{first['model']}, {first['dataset']}]")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=1, default=str)

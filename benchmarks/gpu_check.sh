@@ -116,7 +116,6 @@ export -f environment cuda_tests ray_check probe_check
 export DEVICE DRY OUT_DIR PY
 step environment "$LIMIT_ENV" bash -c environment || { echo "no usable device; stopping" | tee -a "$LOG"; exit 1; }
 # shellcheck disable=SC2086  # BUDGETS is a list of numbers
-# shellcheck disable=SC2086  # BUDGETS is a list of numbers
 step "extraction benchmark, short texts" "$LIMIT_BENCH" "$PY" -m benchmarks.extraction --shape "$SHAPE" \
   --device "$DEVICE" --dtypes bfloat16 --synthetic short --n "$N_SHORT" --authors-n "$AUTHORS_SHORT" --max-length 64 \
   --token-budget $BUDGETS --matmul-seconds "$MATMUL" --target-fraction 0.4 --json "$OUT_DIR/extraction_short.json"
