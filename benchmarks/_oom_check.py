@@ -60,6 +60,8 @@ def check(device: str, shape: str, layers: int, n: int, headroom_gib: float, dry
     from transformers import AutoModel
 
     dev = torch.device(device)
+    # The allocator cap takes a device index ("cuda" alone has none: the H200 run of issue #21 crashed on it).
+    index = (dev.index if dev.index is not None else torch.cuda.current_device()) if dev.type == "cuda" else None
     config = random_config(shape, num_hidden_layers=layers)
     torch.manual_seed(0)
     with dev:
@@ -80,16 +82,16 @@ def check(device: str, shape: str, layers: int, n: int, headroom_gib: float, dry
             restore = _simulate_oom(limit=max(256, n * 256 // 4))
         else:
             torch.cuda.empty_cache()
-            total = torch.cuda.get_device_properties(dev).total_memory
-            cap = torch.cuda.memory_allocated(dev) + headroom_gib * 2**30
-            torch.cuda.set_per_process_memory_fraction(min(cap / total, 1.0), dev)
+            total = torch.cuda.get_device_properties(index).total_memory
+            cap = torch.cuda.memory_allocated(index) + headroom_gib * 2**30
+            torch.cuda.set_per_process_memory_fraction(min(cap / total, 1.0), index)
         result = extract.extract_texts(loaded, texts, whole, progress=False)
     finally:
         logger.removeHandler(handler)
         if restore is not None:
             extract._Taps.run = restore
         elif not dry_run:
-            torch.cuda.set_per_process_memory_fraction(1.0, dev)
+            torch.cuda.set_per_process_memory_fraction(1.0, index)
     a, b = reference["mean"], result["mean"][:8]
     cosine = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
     finite = bool(np.isfinite(result["mean"]).all() and np.isfinite(result["last"]).all())

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.extraction import SHAPES, load_texts, setup_random
-from layerfusion import extract, models
+from layerfusion import extract, models, pooling
 
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_mkldnn_matmul",
               "aten::mkldnn_linear", "aten::_addmm_activation"}
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--token-budget", type=int, default=1024)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa")
-    parser.add_argument("--poolings", nargs="+", default=["mean", "last", "mean_pad"])
+    parser.add_argument("--poolings", nargs="+", default=list(pooling.POOLINGS), choices=list(pooling.POOLINGS))
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--top", type=int, default=0, help="also list the N operations that take most time")
     args = parser.parse_args(argv)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from layerfusion import data, embeddings, extract, models
+from layerfusion import data, embeddings, extract, models, pooling
 
 
 def _shard_bytes(emb: embeddings.LayerEmbeddings) -> list[bytes]:
@@ -36,7 +36,7 @@ def run(model_key: str, dataset: str, n: int, workers: tuple[int, ...] = (1, 2),
 
     spec = models.get_spec(model_key)
     split = data.load(dataset, max_train=n, seed=0)["train"]
-    config = extract.ExtractionConfig(max_length=max_length, poolings=("mean", "last", "mean_pad"),
+    config = extract.ExtractionConfig(max_length=max_length, poolings=tuple(pooling.POOLINGS),
                                       token_budget=token_budget, shard_size=shard_size, device="cpu",
                                       dtype="float32")
     rows = []

@@ -253,3 +253,119 @@ def test_progress_goes_to_the_side_file_not_the_output(tiny, tmp_path, monkeypat
     monkeypatch.delenv(extract.PROGRESS_FILE_ENV)
     extract.extract_texts(tiny["llama"][0], TEXTS, _cfg(), progress=False)
     assert side.read_text() == text
+
+
+# the output path: CPU vectors bit-identical to the reference path, the accelerator kernels close to it -----------
+
+def _reference_extract(loaded, texts, config):
+    """The engine as it was before the batch buffer (issue #21), written out: the same batches, a full forward pass
+    with ``output_hidden_states`` (the very tensors the hooks see), each kept layer pooled with the float32 kernels
+    as they were, results copied to the host per batch. Bit-identity with it is what keeps CPU caches unchanged."""
+    ids, _ = extract.tokenize(loaded.tokenizer, list(texts), config.max_length)
+    lengths = np.array([len(x) for x in ids])
+    n_states = loaded.model.config.num_hidden_layers + 1
+    layers = extract.resolve_layers(config.layers, n_states)
+    out = {p: np.empty((len(texts), len(layers), loaded.model.config.hidden_size), np.float32)
+           for p in config.poolings}
+    side = loaded.tokenizer.padding_side
+    for batch in extract.plan_batches(lengths, config.token_budget, config.max_batch_size,
+                                      max_padding=config.max_padding):
+        input_ids, mask = (torch.from_numpy(a) for a in extract._pad([ids[i] for i in batch],
+                                                                    loaded.tokenizer.pad_token_id, side))
+        kwargs = {"use_cache": False} if "use_cache" in extract._forward_kwargs(loaded.model) else {}
+        if "position_ids" in extract._forward_kwargs(loaded.model):
+            arange = torch.arange(mask.shape[1]).expand_as(mask)
+            kwargs["position_ids"] = torch.where(mask.bool(), mask.cumsum(dim=1) - 1, arange)
+        with torch.inference_mode():
+            states = loaded.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True,
+                                  **kwargs).hidden_states
+        keep = mask.bool().unsqueeze(-1)
+        count = keep.sum(dim=1).clamp(min=1).float()
+        last = torch.where(mask.bool(), torch.arange(mask.shape[1]).expand_as(mask), -1).max(dim=1).values
+        flat_last = torch.arange(len(batch)) * mask.shape[1] + last.clamp(min=0)
+        for col, layer in enumerate(layers):
+            h32 = states[layer].float()
+            kernels = {"mean": lambda: torch.where(keep, h32, 0.0).sum(dim=1) / count,
+                       "last": lambda: h32.flatten(0, 1).index_select(0, flat_last).float(),
+                       "mean_pad": lambda: h32.mean(dim=1)}
+            for name in config.poolings:
+                out[name][batch, col] = kernels[name]().numpy()
+    return out
+
+
+@pytest.mark.parametrize("arch, dtype", [("llama", "float32"), ("llama", "bfloat16"), ("gemma3", "float32"),
+                                         ("bert", "float32")])
+def test_cpu_vectors_are_bit_identical_to_the_reference_path(tmp_path, arch, dtype):
+    side = ARCHS[arch]
+    loaded = models.load(testing.tiny_spec(tmp_path / arch, arch=arch, padding_side=side, n_layers=3),
+                         device="cpu", dtype=dtype)
+    texts = TEXTS * 3
+    for config in (_cfg(token_budget=40), _cfg(token_budget=10_000, max_padding=1.0), _cfg(layers=(0, 2, -1))):
+        got = extract.extract_texts(loaded, texts, config, progress=False)
+        expected = _reference_extract(loaded, texts, config)
+        for name in config.poolings:
+            assert got[name].dtype == np.float32
+            np.testing.assert_array_equal(got[name], expected[name], err_msg=f"{arch} {dtype} {name} {config}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_accelerator_kernels_match_the_exact_ones(dtype, side):
+    """The ``fast`` kernels the engine uses on an accelerator (compute-dtype reads, float32 accumulation, one
+    division per batch) give the exact kernels' numbers up to float32 summation order, padding on either side."""
+    from layerfusion import pooling
+
+    g = torch.Generator().manual_seed(7)
+    lengths, width, d = [5, 1, 9, 3], 9, 16
+    hidden = (torch.randn(len(lengths), width, d, generator=g) * 3 + 1).to(dtype)
+    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        mask[row, slice(width - n, width) if side == "left" else slice(0, n)] = 1
+    info = pooling.mask_info(mask)
+    names = tuple(pooling.POOLINGS)
+    exact = torch.empty(len(names), len(lengths), 2, d)
+    fast = torch.empty(len(names), len(lengths), 2, d)
+    for col in range(2):
+        pooling.pool_into(hidden, info, names, exact[:, :, col], fast=False)
+        pooling.pool_into(hidden, info, names, fast[:, :, col], fast=True)
+    pooling.finish_fast(fast, info, names, width)
+    torch.testing.assert_close(fast, exact, rtol=1e-6, atol=1e-6)
+    assert not torch.equal(exact[names.index("mean")], exact[names.index("mean_pad")])
+
+
+def test_engine_on_the_accelerator_path_matches_the_cpu_path(tiny, monkeypatch):
+    """The engine with the accelerator kernels (forced on a CPU) gives the CPU path's vectors to float32 rounding."""
+    loaded, _ = tiny["llama"]
+    expected = extract.extract_texts(loaded, TEXTS, _cfg(token_budget=40), progress=False)
+    from layerfusion import pooling
+
+    finished = []
+    real_finish = pooling.finish_fast
+    monkeypatch.setattr(extract, "_fast_kernels", lambda device: True)
+    monkeypatch.setattr(pooling, "finish_fast", lambda *a: finished.append(1) or real_finish(*a))
+    got = extract.extract_texts(loaded, TEXTS, _cfg(token_budget=40), progress=False)
+    assert len(finished) == got.n_batches > 1
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_output_path_matches_the_cpu_path(tmp_path, dtype):
+    """On a GPU (pinned buffers, copies landed one batch later, compute-dtype kernels) the engine gives the CPU's
+    vectors in input order, over many batches and with an out-of-order length mix (fp32: to 1e-3; bf16, whose
+    matrix products round differently on the two devices: cosine >= 0.99 per vector)."""
+    spec = testing.tiny_spec(tmp_path / "m", arch="llama", n_layers=3)
+    texts = [TEXTS[i % len(TEXTS)] + " good" * (i % 7) for i in range(40)]
+    cfg = _cfg(token_budget=48)
+    on_cpu = extract.extract_texts(models.load(spec, device="cpu", dtype=dtype), texts, cfg, progress=False)
+    on_gpu = extract.extract_texts(models.load(spec, device="cuda", dtype=dtype), texts, cfg, progress=False)
+    assert on_gpu.n_batches == on_cpu.n_batches > 5
+    for name in cfg.poolings:
+        a, b = on_gpu[name], on_cpu[name]
+        assert a.dtype == np.float32 and np.isfinite(a).all()
+        if dtype == "float32":
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+        else:
+            cosine = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+            assert cosine.min() >= 0.99, (name, cosine.min())

@@ -108,3 +108,35 @@ def test_pool_matches_the_single_poolings(dtype, names):
     for name in names:
         assert got[name].dtype == torch.float32
         torch.testing.assert_close(got[name], pooling.POOLINGS[name](hidden, mask), rtol=0, atol=0)
+
+
+def test_a_registered_pooling_is_extracted_on_both_paths(tmp_path, monkeypatch):
+    """Adding a pooling is one ``register_pooling`` call: settings accept it and the engine pools it on the CPU
+    path and on the accelerator path (forced here), matching the hidden states it reduces."""
+    import numpy as np
+
+    from layerfusion import extract, models, testing
+
+    def exact(hidden32, info):
+        return torch.where(info.keep, hidden32, float("-inf")).amax(dim=1)
+
+    def fast(hidden, info, out):
+        out.copy_(torch.where(info.keep, hidden, float("-inf")).amax(dim=1))
+
+    monkeypatch.setattr(pooling, "POOLINGS", dict(pooling.POOLINGS))
+    pooling.register_pooling(pooling.Pooling("max", "max over real tokens", exact, fast, lambda info, n: None))
+    with pytest.raises(ValueError, match="already registered"):
+        pooling.register_pooling(pooling.POOLINGS["max"])
+    loaded = models.load(testing.tiny_spec(tmp_path / "m", arch="llama"), device="cpu")
+    texts = ["the movie was good", "bad", "a very good story about the market"]
+    config = extract.ExtractionConfig(poolings=("mean", "max"), token_budget=64, max_padding=1.0)
+    cpu = extract.extract_texts(loaded, texts, config, progress=False)
+    monkeypatch.setattr(extract, "_fast_kernels", lambda device: True)
+    accel = extract.extract_texts(loaded, texts, config, progress=False)
+    for i, text in enumerate(texts):
+        enc = loaded.tokenizer([text], return_tensors="pt")
+        with torch.inference_mode():
+            states = loaded.model(**enc, output_hidden_states=True).hidden_states
+        expected = torch.stack([h[0].amax(0) for h in states]).numpy()
+        np.testing.assert_allclose(cpu["max"][i], expected, atol=1e-5)
+        np.testing.assert_allclose(accel["max"][i], expected, atol=1e-5)

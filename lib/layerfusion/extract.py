@@ -218,7 +218,16 @@ def block_list(model: Any) -> Any:
 
 
 class _Taps:
-    """Forward hooks that pool kept hidden states as each block finishes and stop after the deepest one."""
+    """Forward hooks that pool kept hidden states as each block finishes and stop after the deepest one.
+
+    Every kept layer's poolings go into one float32 buffer per batch, (n_poolings, B, n_kept, d), on the model's
+    device. On a CPU the exact kernels fill it (``pooling.pool``: bit-identical to the reference). On an
+    accelerator the ``Pooling.fast`` kernels read the states in the compute dtype and accumulate in float32 (no
+    float32 copy of the states), the divisions happen once per batch, and ``run`` returns without waiting: the
+    finite-check reduction and the copy into pinned host memory are queued behind the forward pass and an event
+    marks their end, so the host waits only when it needs the numbers (``_Batch.wait``), after it has queued the
+    next batch's forward pass. No host synchronisation happens per layer.
+    """
 
     def __init__(self, model: Any, layers: tuple[int, ...], poolings: tuple[str, ...], stop: bool) -> None:
         self.model = model
@@ -231,7 +240,8 @@ class _Taps:
         self.tie_last = bool(getattr(model.config, "tie_last_hidden_states", True))
         self.stop = stop and self.deepest < self.n_blocks
         self.mask: Any = None
-        self.out: dict[str, Any] = {}
+        self.buffer: Any = None
+        self.fast = False
         self.handles: list[Any] = []
 
     def __enter__(self) -> "_Taps":
@@ -247,8 +257,7 @@ class _Taps:
 
     def _pool(self, index: int, hidden: Any) -> None:
         col = self.column[index]
-        for name, vectors in pooling_mod.pool(hidden, self.mask, self.poolings).items():
-            self.out[name][:, col] = vectors
+        pooling_mod.pool_into(hidden, self.mask, self.poolings, self.buffer[:, :, col], self.fast)
 
     def _pre_hook(self, module: Any, args: tuple, kwargs: dict) -> None:
         if 0 in self.column:
@@ -264,22 +273,67 @@ class _Taps:
                 raise _StopForward
         return hook
 
-    def run(self, input_ids: Any, mask: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Forward one padded batch; return pooling -> float32 tensor (B, n_kept, d)."""
+    def run(self, input_ids: Any, mask: Any, kwargs: dict[str, Any]) -> "_Batch":
+        """Forward one padded batch; return its pooled vectors (n_poolings, B, n_kept, d) on their way to the host."""
         import torch
 
         hidden = int(self.model.config.hidden_size)
+        self.fast = _fast_kernels(input_ids.device)
         self.mask = pooling_mod.mask_info(mask)
-        self.out = {p: torch.empty(len(input_ids), len(self.layers), hidden, dtype=torch.float32,
-                                   device=input_ids.device) for p in self.poolings}
+        self.buffer = torch.empty(len(self.poolings), len(input_ids), len(self.layers), hidden,
+                                  dtype=torch.float32, device=input_ids.device)
         try:
-            result = self.model(input_ids=input_ids, attention_mask=mask, **kwargs)
-        except _StopForward:
-            result = None
-        if result is not None and self.n_blocks in self.column and self.tie_last:
-            self._pool(self.n_blocks, result.last_hidden_state)
-        self.mask = None
-        return self.out
+            try:
+                result = self.model(input_ids=input_ids, attention_mask=mask, **kwargs)
+            except _StopForward:
+                result = None
+            if result is not None and self.n_blocks in self.column and self.tie_last:
+                self._pool(self.n_blocks, result.last_hidden_state)
+            if self.fast:
+                pooling_mod.finish_fast(self.buffer, self.mask, self.poolings, int(input_ids.shape[1]))
+            return _Batch.ship(self.buffer)
+        finally:
+            self.mask = self.buffer = None
+
+
+def _fast_kernels(device: Any) -> bool:
+    """Whether to pool with ``Pooling.fast`` (compute-dtype reads, float32 accumulation) on ``device``: on every
+    accelerator; not on a CPU, where the exact kernels keep caches bit-identical to earlier versions."""
+    return getattr(device, "type", str(device)) != "cpu"
+
+
+class _Batch:
+    """One batch's pooled vectors (n_poolings, B, n_kept, d) float32 and its (B, n_kept) finite mask, on the host
+    or on their way there (an asynchronous copy into pinned memory and the event that marks its end)."""
+
+    def __init__(self, vectors: Any, finite: Any, event: Any = None) -> None:
+        self.vectors, self.finite, self.event = vectors, finite, event
+
+    @classmethod
+    def ship(cls, buffer: Any) -> "_Batch":
+        """Start moving ``buffer`` to the host: a CPU buffer as is; a CUDA one by a non-blocking copy into pinned
+        memory (one per batch from torch's caching host allocator, so batch k's copy overlaps batch k+1's forward);
+        another device synchronously."""
+        import torch
+
+        finite = torch.isfinite(buffer).all(dim=-1).all(dim=0)
+        if buffer.device.type == "cpu":
+            return cls(buffer, finite)
+        if buffer.device.type != "cuda":
+            return cls(buffer.cpu(), finite.cpu())
+        host = torch.empty(buffer.shape, dtype=buffer.dtype, pin_memory=True)
+        host_finite = torch.empty(finite.shape, dtype=finite.dtype, pin_memory=True)
+        host.copy_(buffer, non_blocking=True)
+        host_finite.copy_(finite, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return cls(host, host_finite, event)
+
+    def wait(self) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors, finite) as numpy arrays, once the copy has landed (blocks only on this batch's event)."""
+        if self.event is not None:
+            self.event.synchronize()
+        return self.vectors.numpy(), self.finite.numpy()
 
 
 def _forward_kwargs(model: Any) -> set[str]:
@@ -346,12 +400,26 @@ def extract_texts(loaded: Any, texts: Sequence[str], config: ExtractionConfig, p
     order = np.argsort(-lengths, kind="stable")
     budget, pos, padded, n_batches, real_done = int(config.token_budget), 0, 0, 0, 0
     start = time.perf_counter()
+    pending: tuple[np.ndarray, _Batch] | None = None
+
+    def land(batch: np.ndarray, shipped: _Batch) -> None:
+        # Wait for one batch's vectors (queued before the batch now running), check them and put them in place.
+        nonlocal real_done
+        vectors, finite = shipped.wait()
+        _check_finite(loaded, finite, batch, layers, texts)
+        for i, name in enumerate(config.poolings):
+            out[name][batch] = vectors[i]
+        real_done += int(lengths[batch].sum())
+        bar.update(len(batch))
+        elapsed = max(time.perf_counter() - start, 1e-9)
+        bar.set_postfix(tok_s=f"{real_done / elapsed:,.0f}", refresh=False)
+
     try:
         with _Taps(loaded.model, layers, config.poolings, config.stop_at_deepest) as taps, torch.inference_mode():
             while pos < len(order):
                 batch = _next_batch(order, lengths, pos, budget, config.max_batch_size, config.max_padding)
                 try:
-                    pooled = _run_batch(taps, loaded, [ids[i] for i in batch], side, accepted)
+                    shipped = _run_batch(taps, loaded, [ids[i] for i in batch], side, accepted)
                 except Exception as err:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                     if not _is_oom(err):
                         raise
@@ -363,17 +431,14 @@ def extract_texts(loaded: Any, texts: Sequence[str], config: ExtractionConfig, p
                     logger.warning("out of memory on a batch of %d texts; retrying with token budget %d",
                                    len(batch), budget)
                     continue
-                pooled = {name: values.cpu().numpy() for name, values in pooled.items()}
-                _check_finite(loaded, pooled, batch, layers, texts)
-                for name, values in pooled.items():
-                    out[name][batch] = values
+                if pending is not None:  # the previous batch lands while this one runs on the device
+                    land(*pending)
+                pending = (batch, shipped)
                 pos += len(batch)
                 n_batches += 1
                 padded += len(batch) * int(lengths[batch[0]])
-                real_done += int(lengths[batch].sum())
-                bar.update(len(batch))
-                elapsed = max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix(tok_s=f"{real_done / elapsed:,.0f}", refresh=False)
+            if pending is not None:
+                land(*pending)
     finally:
         if own_bar:
             bar.close()
@@ -381,17 +446,15 @@ def extract_texts(loaded: Any, texts: Sequence[str], config: ExtractionConfig, p
                       padded_tokens=padded, seconds=time.perf_counter() - start, n_batches=n_batches)
 
 
-def _check_finite(loaded: Any, pooled: dict[str, np.ndarray], batch: np.ndarray, layers: tuple[int, ...],
+def _check_finite(loaded: Any, finite: np.ndarray, batch: np.ndarray, layers: tuple[int, ...],
                   texts: list[str]) -> None:
     """Raise ValueError naming the model, the hidden-state layer and the text where the model produced NaN or inf.
 
-    Checked per batch on the pooled vectors (what would be stored), so a model that overflows its dtype fails at
-    once instead of filling the cache with NaN; the first affected text (input order) and its shallowest bad layer
-    are named.
+    Checked per batch on the pooled vectors (what would be stored; ``finite`` (B, n_kept) says where every pooling's
+    vector is finite, reduced on the device), so a model that overflows its dtype fails at once instead of filling
+    the cache with NaN; the first affected text (input order) and its shallowest bad layer are named.
     """
-    bad = np.zeros((len(batch), len(layers)), dtype=bool)
-    for values in pooled.values():
-        bad |= ~np.isfinite(values).all(axis=-1)
+    bad = ~np.asarray(finite, dtype=bool)
     if not bad.any():
         return
     rows = np.flatnonzero(bad.any(axis=1))
@@ -405,12 +468,17 @@ def _check_finite(loaded: Any, pooled: dict[str, np.ndarray], batch: np.ndarray,
                      f"affected) running in {dtype}; {advice}")
 
 
-def _run_batch(taps: _Taps, loaded: Any, ids: list[list[int]], side: str, accepted: set[str]) -> dict[str, Any]:
+def _run_batch(taps: _Taps, loaded: Any, ids: list[list[int]], side: str, accepted: set[str]) -> _Batch:
     import torch
 
     input_ids, mask = _pad(ids, int(loaded.tokenizer.pad_token_id), side)
-    input_ids = torch.from_numpy(input_ids).to(loaded.device)
-    mask = torch.from_numpy(mask).to(loaded.device)
+    device = torch.device(loaded.device)
+    if device.type == "cuda":  # pinned and non-blocking: a pageable copy would wait for the batch still running
+        input_ids = torch.from_numpy(input_ids).pin_memory().to(device, non_blocking=True)
+        mask = torch.from_numpy(mask).pin_memory().to(device, non_blocking=True)
+    else:
+        input_ids = torch.from_numpy(input_ids).to(device)
+        mask = torch.from_numpy(mask).to(device)
     kwargs: dict[str, Any] = {}
     if "position_ids" in accepted:
         # Real tokens get positions 0..n-1 whatever the padding side (HF's default arange shifts left-padded texts).

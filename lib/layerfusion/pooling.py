@@ -1,8 +1,11 @@
-"""Pool token states into one vector per text: pure functions on torch tensors, computed in float32.
+"""Pool token states into one vector per text: pure functions on torch tensors, float32 out.
 
 ``hidden`` is (B, T, d) in any float dtype; ``mask`` is (B, T) of 0/1 with padding on either side, or its
 ``MaskInfo`` (computed once per batch by ``mask_info``). Every pooling returns float32 (B, d) so bf16/fp16 model
 outputs are accumulated in fp32.
+
+``POOLINGS`` is the registry (name -> ``Pooling``: label, exact kernel, accelerator kernel, divisor); adding a
+pooling is one ``register_pooling`` call here, and settings, the CLI and the engine take names from it.
 
 ``mean`` and ``last`` depend only on a text's own tokens, so a text gets the same vector whatever it is batched
 with. ``mean_pad`` averages over padding positions too: that is what the authors' and LLMEmbed's code do
@@ -12,6 +15,7 @@ with. ``mean_pad`` averages over padding positions too: that is what the authors
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -69,7 +73,69 @@ def _mean_pad(hidden32: torch.Tensor, info: MaskInfo) -> torch.Tensor:
     return hidden32.mean(dim=1)
 
 
-_KERNELS = {"mean": _mean, "last": _last, "mean_pad": _mean_pad}
+def _sum_real(hidden: torch.Tensor, info: MaskInfo, out: torch.Tensor) -> None:
+    # ``where`` in the compute dtype selects values (exact); the sum accumulates in float32 without a float32 copy.
+    torch.sum(torch.where(info.keep, hidden, 0), dim=1, dtype=torch.float32, out=out)
+
+
+def _sum_all(hidden: torch.Tensor, info: MaskInfo, out: torch.Tensor) -> None:
+    torch.sum(hidden, dim=1, dtype=torch.float32, out=out)
+
+
+def _gather_last(hidden: torch.Tensor, info: MaskInfo, out: torch.Tensor) -> None:
+    out.copy_(hidden.flatten(0, 1).index_select(0, info.flat_last))
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """One pooling, everything the library knows about it (adding a pooling is adding one ``Pooling`` here).
+
+    ``exact(states, info)`` is the reference kernel: float32 (B, d) from float32 states (``float_input``; else the
+    states in their own dtype, for a kernel that only reads values). The CPU path of the extraction engine uses it,
+    so CPU caches stay bit-identical across engine changes. ``fast(states, info, out)`` is the accelerator path: it
+    reads the states in the compute dtype, accumulates in float32 and writes the *unnormalised* result into the
+    float32 view ``out``; ``divisor(info, n_tokens)`` (None: none) is what the engine divides it by, once per
+    batch for all layers. Both paths give the same numbers up to float32 summation order (tests/test_pooling.py).
+    ``label`` names the pooling in tables and figures; ``batch_invariant`` says whether a text's vector is
+    independent of the texts batched with it.
+    """
+
+    name: str
+    label: str
+    exact: Callable[[torch.Tensor, MaskInfo], torch.Tensor]
+    fast: Callable[[torch.Tensor, MaskInfo, torch.Tensor], None]
+    divisor: Callable[[MaskInfo, int], torch.Tensor | None]
+    float_input: bool = True
+    batch_invariant: bool = True
+
+    def __call__(self, hidden: torch.Tensor, mask: torch.Tensor | MaskInfo | None = None) -> torch.Tensor:
+        """The float32 (B, d) vectors of ``hidden`` (B, T, d) under ``mask`` (or its ``MaskInfo``)."""
+        if mask is None:
+            _check(hidden)
+            mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+        info = _info(hidden, mask)
+        return self.exact(hidden.float() if self.float_input else hidden, info)
+
+
+POOLINGS: dict[str, Pooling] = {}
+"""The pooling registry: name -> ``Pooling``. Settings, the CLI, the extraction engine and the chapters read names,
+labels and kernels from here."""
+
+
+def register_pooling(spec: Pooling) -> Pooling:
+    """Add ``spec`` to ``POOLINGS`` under its name (a name may be registered once)."""
+    if not isinstance(spec, Pooling) or not spec.name:
+        raise ValueError(f"register_pooling: {spec!r} is not a named Pooling; build one with Pooling(name=...)")
+    if spec.name in POOLINGS:
+        raise ValueError(f"register_pooling: pooling {spec.name!r} is already registered; choose another name")
+    POOLINGS[spec.name] = spec
+    return spec
+
+
+register_pooling(Pooling("mean", "masked mean", _mean, _sum_real, lambda info, n: info.count))
+register_pooling(Pooling("last", "last token", _last, _gather_last, lambda info, n: None, float_input=False))
+register_pooling(Pooling("mean_pad", "mean over padding", _mean_pad, _sum_all,
+                         lambda info, n: torch.full_like(info.count, float(n)), batch_invariant=False))
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor | MaskInfo) -> torch.Tensor:
@@ -78,7 +144,7 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor | MaskInfo) -> torch.Te
     Padding positions are excluded with ``where`` rather than multiplied by 0, so a NaN in a padded position (some
     attention kernels produce them for fully-masked rows) cannot leak into the mean.
     """
-    return _mean(hidden.float(), _info(hidden, mask))
+    return POOLINGS["mean"](hidden, mask)
 
 
 def last_token(hidden: torch.Tensor, mask: torch.Tensor | MaskInfo) -> torch.Tensor:
@@ -86,7 +152,7 @@ def last_token(hidden: torch.Tensor, mask: torch.Tensor | MaskInfo) -> torch.Ten
 
     Read with ``index_select`` on the flattened token axis, several times cheaper than advanced indexing.
     """
-    return _last(hidden, _info(hidden, mask))
+    return POOLINGS["last"](hidden, mask)
 
 
 def mean_with_padding(hidden: torch.Tensor, mask: torch.Tensor | MaskInfo | None = None) -> torch.Tensor:
@@ -98,19 +164,37 @@ def mean_with_padding(hidden: torch.Tensor, mask: torch.Tensor | MaskInfo | None
     return hidden.float().mean(dim=1)
 
 
-POOLINGS: dict[str, Callable[[torch.Tensor, torch.Tensor | MaskInfo], torch.Tensor]] = {
-    "mean": masked_mean,
-    "last": last_token,
-    "mean_pad": mean_with_padding,
-}
-
-
 def pool(hidden: torch.Tensor, mask: torch.Tensor | MaskInfo, poolings: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Every pooling in ``poolings`` of one layer's states: the same float32 vectors as ``POOLINGS``, but a bf16 or
-    fp16 ``hidden`` is converted to float32 once for all of them (the extraction engine calls this per layer)."""
+    """Every pooling in ``poolings`` of one layer's states with the exact kernels: the same float32 vectors as
+    ``POOLINGS``, but a bf16 or fp16 ``hidden`` is converted to float32 once for all of them."""
     info = _info(hidden, mask)
-    hidden32 = hidden.float() if any(name != "last" for name in poolings) else hidden
-    return {name: _KERNELS[name](hidden32, info) for name in poolings}
+    specs = [POOLINGS[name] for name in poolings]
+    hidden32 = hidden.float() if any(p.float_input for p in specs) else hidden
+    return {p.name: p.exact(hidden32 if p.float_input else hidden, info) for p in specs}
+
+
+def pool_into(hidden: torch.Tensor, info: MaskInfo, poolings: tuple[str, ...], out: torch.Tensor,
+              fast: bool) -> None:
+    """Write one layer's poolings into ``out`` (n_poolings, B, d) float32 (views into the engine's batch buffer).
+
+    ``fast=False``: the exact kernels (``pool``), bit-identical to them. ``fast=True``: the ``Pooling.fast``
+    kernels, unnormalised; the caller divides by ``finish_divisors`` once per batch.
+    """
+    _check(hidden, info)
+    if not fast:
+        for i, (name, vectors) in enumerate(pool(hidden, info, poolings).items()):
+            out[i].copy_(vectors)
+        return
+    for i, name in enumerate(poolings):
+        POOLINGS[name].fast(hidden, info, out[i])
+
+
+def finish_fast(buffer: torch.Tensor, info: MaskInfo, poolings: tuple[str, ...], n_tokens: int) -> None:
+    """Divide the ``fast`` sums in ``buffer`` (n_poolings, B, ..., d) by each pooling's divisor, in place."""
+    for i, name in enumerate(poolings):
+        divisor = POOLINGS[name].divisor(info, n_tokens)
+        if divisor is not None:
+            buffer[i].div_(divisor.view(divisor.shape[0], *([1] * (buffer.dim() - 2))))
 
 
 def check_poolings(poolings: tuple[str, ...] | list[str]) -> tuple[str, ...]:
