@@ -445,9 +445,12 @@ def overhead_claim(scaling: pd.DataFrame, alpha: float, power: float, gpu_sweep:
     claim, where = ("Memory and inference time grow with the number of models and layers",
                     "Chapter 'Overhead': scaling curves, cost of each added model, the GPU table")
     accounting = models_cost(models)
+    registered = {"test": "least-squares slope per curve of the layers kept; Holm over the curves",
+                  "unit": "timed repeat or measured setting", "direction": "> 0 (grows)", "null": "slope <= 0"}
     if facts.empty:
         return _row(claim, "inconclusive", "no scaling curve with three or more points"
-                    + (f"; models fused: {accounting}" if accounting else ""), where)
+                    + (f"; models fused: {accounting}" if accounting else ""), where,
+                    family="claim 4: no curve measured", **registered)
     up = (facts["p_holm"] < alpha) & (facts["slope"] > 0)
     down = (stats.holm(1.0 - facts["p_value"].to_numpy()) < alpha) & (facts["slope"] < 0)  # p of "shrinks"
     weakest = facts.loc[facts["p_holm"].idxmax()]
