@@ -201,8 +201,12 @@ def test_fingerprint_is_stable_and_sensitive():
     assert fp == "1c5bc51fed1ad4939b89b4b18548261e200ef90059d9c8cf30c7cfb951e97586"
     for key, value in (("text", ["a", "b "]), ("label", [1, 1]), ("idx", [0, 2])):
         assert data.fingerprint(Dataset.from_dict({**base, key: value})) != fp
-    with pytest.raises(ValueError, match="lacks columns"):
-        data.fingerprint(Dataset.from_dict({"text": ["a"]}))
+    with pytest.raises(ValueError, match="lacks a 'text' column"):
+        data.fingerprint(Dataset.from_dict({"label": [0]}))
+    # an unlabelled split hashes null labels: it differs from every labelled one and is stable
+    unlabelled = data.fingerprint(Dataset.from_dict({"text": ["a ", "b "], "idx": [0, 1]}))
+    assert unlabelled != fp
+    assert unlabelled == data.fingerprint(Dataset.from_dict({"text": ["a ", "b "], "label": [None, None], "idx": [0, 1]}))
 
 
 def test_class_counts_table(toy):

@@ -445,7 +445,7 @@ def test_unfindable_blocks_name_the_list_to_extend(tmp_path, tiny_dir, monkeypat
 
     monkeypatch.setattr(transformers.AutoModel, "from_config", staticmethod(lambda config, **kw: NoBlocks(config)))
     path = _fresh_copy(tiny_dir, tmp_path / "odd")
-    with pytest.raises(ValueError, match=r"'.*odd'.*2 transformer blocks of NoBlocks.*extract._LAYER_PATHS"):
+    with pytest.raises(ValueError, match=r"'.*odd'.*2 transformer blocks of NoBlocks.*models.blocks.LAYER_PATHS"):
         models.get_spec(str(path))
 
 

@@ -1,7 +1,7 @@
 """Extraction on a Ray cluster, into the same content-addressed cache as the single-process path.
 
 ``RayExecutor`` is an ``embeddings.Executor``: pass it as ``executor=`` to ``embeddings.embed`` / ``embed_all`` (or
-``extract.embed``). The driver plans every entry and its missing shards under the entries' locks, as without Ray.
+``embeddings.embed``). The driver plans every entry and its missing shards under the entries' locks, as without Ray.
 Each missing shard becomes one row of a Ray dataset (plan index, shard index, the shard's texts); a pool of Ray Data
 actors, each of which loads the model once, runs ``embeddings.compute_shard`` on its rows, so every shard is batched
 exactly as in one process and written atomically into the cache folder by the actor that computed it. The actor
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from layerfusion import embeddings, extract
+from layerfusion.progress import progress_bar
 
 INSTALL_HINT = 'pip install "layerfusion[distributed]"'
 logger = logging.getLogger(__name__)
@@ -235,8 +236,8 @@ class RayExecutor:
                 setattr(context, name, value)
         done = 0
         total = sum(len(p.entry.rows(i)) for p in plans for i in p.missing)
-        with extract.progress_bar(total, f"embed {plans[0].spec.key} on Ray ({min(res.workers, len(rows))} workers)",
-                                  progress) as bar:
+        with progress_bar(total, f"embed {plans[0].spec.key} on Ray ({min(res.workers, len(rows))} workers)",
+                          progress) as bar:
             try:
                 for row in dataset.iter_rows():
                     k, i = int(row["job"]), int(row["shard"])

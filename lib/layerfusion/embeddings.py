@@ -238,7 +238,7 @@ def _compute_here(plans: list[EntryPlan], record: ShardDone, loaded: Any, loader
     total = sum(len(p.entry.rows(i)) for p in plans for i in p.missing)
     where = " ".join(str(x) for x in (first.dataset["name"], first.dataset["split"]) if x)
     desc = f"embed {first.spec.key} {where}".rstrip() if len(plans) == 1 else f"embed {first.spec.key} x{len(plans)}"
-    with extract.progress_bar(total, desc, progress) as bar:
+    with progress_bar(total, desc, progress) as bar:
         for k, p in enumerate(plans):
             provenance = run_provenance(loaded, p)
             for i in p.missing:
