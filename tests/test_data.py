@@ -11,6 +11,7 @@ import pytest
 from datasets import ClassLabel, Dataset
 
 from layerfusion import data, files, paths
+from layerfusion.study import workspace
 from layerfusion.testing import registries_restored
 
 LABELS = ["alpha", "beta", "gamma"]
@@ -228,8 +229,8 @@ def test_export_from_hub_has_no_reuters_copy(tmp_path):
         data.export_from_hub("r52", tmp_path)
 
 
-needs_data = pytest.mark.skipif(not (paths.data_dir() / "sst2").is_dir(),
-                                reason=f"real data not found at {paths.data_dir()}")
+needs_data = pytest.mark.skipif(not (workspace.data_dir() / "sst2").is_dir(),
+                                reason=f"real data not found at {workspace.data_dir()}")
 
 
 # data.fingerprint of each split of data.load(name) with the defaults, as computed by the single-module data.py this
@@ -284,7 +285,7 @@ def test_real_datasets_load_with_canonical_counts_and_unchanged_rows(name):
 def test_real_datasets_subsample_unchanged_and_load_the_same_as_a_folder(name):
     dd = data.load(name, **SMALL)
     assert tuple(data.fingerprint(dd[s]) for s in data.SPLITS) == SMALL_FINGERPRINTS[name]
-    by_path = data.load(paths.data_dir() / name, **SMALL)
+    by_path = data.load(workspace.data_dir() / name, **SMALL)
     assert tuple(data.fingerprint(by_path[s]) for s in data.SPLITS) == SMALL_FINGERPRINTS[name]
     assert data.label_names(by_path) == data.label_names(dd)
 

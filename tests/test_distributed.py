@@ -54,7 +54,7 @@ def reference(spec, tmp_path_factory):
 
 
 def _embed(spec, split, cache_dir, executor=None):
-    return extract.embed(spec, split, "train", CFG, dataset_name="toy", cache_dir=cache_dir, progress=False,
+    return embeddings.embed(spec, split, "train", CFG, dataset_name="toy", cache_dir=cache_dir, progress=False,
                          executor=executor)
 
 

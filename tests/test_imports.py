@@ -145,7 +145,7 @@ def _requirement_names(requirements: list[str]) -> set[str]:
 
 # The import name of a distribution where the two differ.
 IMPORT_NAMES = {"scikit-learn": "sklearn", "pyyaml": "yaml", "huggingface-hub": "huggingface_hub",
-                "myst-nb": "myst_nb", "jupyter-client": "jupyter_client"}
+                "myst-nb": "myst_nb", "jupyter-client": "jupyter_client", "ipython": "IPython"}
 
 
 def _declared() -> tuple[set[str], dict[str, set[str]]]:

@@ -77,22 +77,21 @@ class ShardWorker:
         self.max_retries = max_retries
         self.loaded = load(first.spec, device=device, dtype=first.model["dtype"], cache_dir=first.cache_dir)
         first.check(self.loaded)
-        self.provenance: dict[int, str] = {}
+        self.runs: dict[int, str] = {}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Compute the batch's shards; one output row (job, shard, record, provenance as JSON) per shard."""
-        out: dict[str, list[Any]] = {"job": [], "shard": [], "record": [], "provenance": []}
+        """Compute the batch's shards; one output row (job, shard, shard record, run record as JSON) per shard."""
+        out: dict[str, list[Any]] = {"job": [], "shard": [], "record": [], "run": []}
         for k, i, texts in zip(batch["job"], batch["shard"], batch["texts"]):
             k, i = int(k), int(i)
             plan = self.plans[k]
             info = self._compute(plan, i, [str(t) for t in texts])
-            if k not in self.provenance:
-                self.provenance[k] = json.dumps(embeddings.run_provenance(self.loaded, plan, executor="ray"),
-                                                default=str)
+            if k not in self.runs:
+                self.runs[k] = json.dumps(embeddings.run_record(self.loaded, plan, executor="ray"), default=str)
             out["job"].append(k)
             out["shard"].append(i)
             out["record"].append(json.dumps(info))
-            out["provenance"].append(self.provenance[k])
+            out["run"].append(self.runs[k])
         return {key: np.asarray(values) for key, values in out.items()}
 
     def _compute(self, plan: embeddings.EntryPlan, i: int, texts: list[str]) -> dict[str, Any]:
@@ -241,7 +240,7 @@ class RayExecutor:
             try:
                 for row in dataset.iter_rows():
                     k, i = int(row["job"]), int(row["shard"])
-                    record(k, i, json.loads(row["record"]), json.loads(row["provenance"]))
+                    record(k, i, json.loads(row["record"]), json.loads(row["run"]))
                     done += 1
                     bar.update(len(plans[k].entry.rows(i)))
             except Exception as err:  # noqa: BLE001 - Ray wraps worker errors in its own types; say what was kept

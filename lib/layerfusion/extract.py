@@ -27,6 +27,7 @@ import numpy as np
 
 from layerfusion import pooling as pooling_mod
 from layerfusion.checks import texts as check_texts
+from layerfusion.devices import dtype_name
 from layerfusion.models.blocks import block_list
 from layerfusion.models.spec import format_texts
 from layerfusion.progress import progress_bar
@@ -72,7 +73,7 @@ class ExtractionConfig:
                 or not 0.0 <= self.max_padding <= 1.0:
             raise ValueError(f"ExtractionConfig.max_padding must be a fraction in [0, 1], got {self.max_padding!r}")
         if self.dtype is not None and not isinstance(self.dtype, str):
-            object.__setattr__(self, "dtype", str(self.dtype).replace("torch.", ""))
+            object.__setattr__(self, "dtype", dtype_name(self.dtype))
         if self.device is not None and not isinstance(self.device, str):
             object.__setattr__(self, "device", str(self.device))
 
@@ -336,7 +337,7 @@ def _check_finite(loaded: Any, pooled: dict[str, np.ndarray], batch: np.ndarray,
     rows = np.flatnonzero(bad.any(axis=1))
     row = rows[np.argmin(batch[rows])]
     text, layer = int(batch[row]), layers[int(np.argmax(bad[row]))]
-    dtype = str(getattr(loaded, "dtype", "?")).replace("torch.", "")
+    dtype = dtype_name(getattr(loaded, "dtype", "?"))
     advice = ("load it in float32 (ExtractionConfig(dtype='float32') or models.load(..., dtype='float32'))"
               if dtype != "float32" else "check its weights and this input; float32 did not help")
     raise ValueError(f"model {getattr(loaded.spec, 'key', '?')!r} produced NaN/inf at hidden-state layer {layer} "

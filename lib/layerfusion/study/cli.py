@@ -146,8 +146,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Execute the chapters with papermill under a profile into the folder the book is built from."""
     import papermill as pm
 
-    from layerfusion.paths import repo_root
     from layerfusion.study import chapters, settings
+    from layerfusion.study.workspace import repo_root
     from layerfusion.study.features import StudyConfig
 
     root = repo_root()
