@@ -197,3 +197,24 @@ def test_sources_compile_without_syntax_warnings():
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             compile(path.read_text(encoding="utf-8"), str(path), "exec")
+
+
+def test_one_version_source():
+    """pyproject reads its version from ``layerfusion.__version__``; records (cache runs, results) use the same."""
+    import layerfusion
+    from layerfusion import provenance
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "layerfusion.__version__"}
+    assert provenance.versions()["layerfusion"] == layerfusion.__version__
+
+
+def test_engine_knows_no_workspace():
+    """No checkout paths in the engine: the study passes its data and results locations in."""
+    for module, path in MODULES.items():
+        if _is_study(module):
+            continue
+        text = path.read_text(encoding="utf-8")
+        for needle in ("shared/data", "repo_root", "book/executed", "layerfusion report", '"results"'):
+            assert needle not in text, f"{path.relative_to(ROOT)} mentions {needle!r}"
