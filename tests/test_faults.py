@@ -77,7 +77,7 @@ def reference(loaded, tmp_path_factory) -> dict[str, np.ndarray]:
 
 
 def _manifest(cache: Path) -> tuple[Path, dict]:
-    found = list(cache.glob("embeddings/*/*/manifest.json"))
+    found = list(cache.glob("embeddings/*/manifest.json"))
     assert len(found) <= 1, found
     return (found[0].parent, json.loads(found[0].read_text())) if found else (cache, {"shards": {}})
 
