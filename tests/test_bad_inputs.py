@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from layerfusion import data, extract, models, paths, testing
+from layerfusion.study import workspace
+from layerfusion import embeddings
 from layerfusion.study import cli
 
 TEXTS = ["the movie was good", "bad plot", "great acting and a fun story", "not good"]
@@ -56,13 +58,13 @@ def _check(exc_info: pytest.ExceptionInfo, *fragments: str) -> None:
 
 
 def _embeddings(tiny, tmp_path):
-    return extract.embed(tiny, TEXTS, config=extract.ExtractionConfig(max_length=8), cache_dir=tmp_path,
+    return embeddings.embed(tiny, TEXTS, config=extract.ExtractionConfig(max_length=8), cache_dir=tmp_path,
                          progress=False)
 
 
 API_CASES = {
     "unknown model": (lambda tiny, tmp: models.get_spec("bogus"), KeyError, ("'bogus'", "known models: ")),
-    "unknown model in embed": (lambda tiny, tmp: extract.embed("bogus", TEXTS, cache_dir=tmp, progress=False),
+    "unknown model in embed": (lambda tiny, tmp: embeddings.embed("bogus", TEXTS, cache_dir=tmp, progress=False),
                                KeyError, ("'bogus'", "known models: ", "smollm2-135m")),
     "unknown dataset": (lambda tiny, tmp: data.load("bogus"), KeyError, ("'bogus'", "known datasets are ", "sst2")),
     "unknown pooling in the config": (lambda tiny, tmp: extract.ExtractionConfig(poolings=("mean", "bogus")),
@@ -152,7 +154,7 @@ def test_subsample_that_empties_a_class_is_refused(toy, limits, fragment):
 def test_a_bad_request_after_work_loses_nothing(tiny, tmp_path):
     first = _embeddings(tiny, tmp_path)
     with pytest.raises(ValueError, match="out of range"):
-        extract.embed(tiny, TEXTS, config=extract.ExtractionConfig(max_length=8, layers=(99,)), cache_dir=tmp_path,
+        embeddings.embed(tiny, TEXTS, config=extract.ExtractionConfig(max_length=8, layers=(99,)), cache_dir=tmp_path,
                       progress=False)
     calls = []
     hook = tiny.model.register_forward_pre_hook(lambda *a, **k: calls.append(1), with_kwargs=True)
@@ -211,11 +213,11 @@ def test_cli_usage_error_in_a_real_process():
 
 # papermill parameters ---------------------------------------------------------------------------------------------
 
-NOTEBOOKS = paths.repo_root() / "notebooks"
+NOTEBOOKS = workspace.repo_root() / "notebooks"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not paths.data_dir().is_dir(), reason="needs the datasets (LAYERFUSION_DATA_DIR)")
+@pytest.mark.skipif(not workspace.data_dir().is_dir(), reason="needs the datasets (LAYERFUSION_DATA_DIR)")
 @pytest.mark.parametrize("notebook, parameters, fragments", [
     ("00_setup", {"profile": "nope"}, ("unknown profile 'nope'",)),
     ("00_setup", {"datasets": ["bogus"]}, ("unknown dataset 'bogus'", "known datasets are")),

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from layerfusion import cache, extract, models, testing
+from layerfusion import embeddings
 
 TEXTS = ["the movie was good", "bad", "the plot was very boring and the acting was terrible",
          "great film love it", "market shares profit oil", "a very good story", "fun"]
@@ -42,7 +43,7 @@ def rows_seen(loaded):
 
 
 def _embed(split, tmp_path, loaded=None, config=CFG, model=None):
-    return extract.embed(model or loaded.spec, split, config=config, dataset_name="toy", split="train",
+    return embeddings.embed(model or loaded.spec, split, config=config, dataset_name="toy", split="train",
                          cache_dir=tmp_path, progress=False, loaded=loaded)
 
 
@@ -167,11 +168,16 @@ def test_deleted_shard_and_broken_manifest_are_rebuilt(split, loaded, tmp_path, 
 
 
 def test_changed_config_or_dataset_gives_a_different_key(split, loaded, tmp_path):
-    model = {"key": "m", "hf_id": "org/m", "fingerprint": "abc", "dtype": "float32"}
+    model = {"key": "m", "hf_id": "org/m", "fingerprint": "abc", "dtype": "float32", "device": "cpu"}
     base = cache.cache_key(model, cache.key_settings(CFG, (0, 1, 2)), "data-1")
+    # names are metadata, not identity
+    assert cache.cache_key({**model, "key": "other", "hf_id": "x/y"}, cache.key_settings(CFG, (0, 1, 2)),
+                           "data-1") == base
     variants = [
         cache.cache_key({**model, "fingerprint": "abd"}, cache.key_settings(CFG, (0, 1, 2)), "data-1"),
         cache.cache_key({**model, "dtype": "bfloat16"}, cache.key_settings(CFG, (0, 1, 2)), "data-1"),
+        cache.cache_key({**model, "device": "cuda"}, cache.key_settings(CFG, (0, 1, 2)), "data-1"),
+        cache.cache_key({**model, "inputs": {"text_prefix": "q: "}}, cache.key_settings(CFG, (0, 1, 2)), "data-1"),
         cache.cache_key(model, cache.key_settings(CFG, (0, 1)), "data-1"),
         cache.cache_key(model, cache.key_settings(extract.ExtractionConfig(max_length=9, shard_size=2,
                                                                            poolings=("mean", "last")),
@@ -193,13 +199,13 @@ def test_changed_config_or_dataset_gives_a_different_key(split, loaded, tmp_path
 
 def test_bad_inputs_to_the_cache_layer(split, loaded, tmp_path):
     with pytest.raises(ValueError, match="dataset_fingerprint"):
-        cache.cache_key({"key": "m", "hf_id": "h", "fingerprint": "f", "dtype": "float32"}, {}, "")
+        cache.cache_key({"key": "m", "hf_id": "h", "fingerprint": "f", "dtype": "float32", "device": "cpu"}, {}, "")
     with pytest.raises(ValueError, match="lacks"):
         cache.cache_key({"key": "m"}, {}, "data")
     dd = datasets.DatasetDict({"train": split})
     with pytest.raises(ValueError, match="split"):
-        extract.embed(loaded, dd, config=CFG, cache_dir=tmp_path, progress=False)
-    assert extract.embed(loaded, dd, "train", CFG, cache_dir=tmp_path, progress=False).summary()["n"] == 7
+        embeddings.embed(loaded, dd, config=CFG, cache_dir=tmp_path, progress=False)
+    assert embeddings.embed(loaded, dd, "train", CFG, cache_dir=tmp_path, progress=False).summary()["n"] == 7
     with pytest.raises(ValueError, match="indices \\[1\\]"):
         _embed(datasets.Dataset.from_dict({"text": ["good", " "], "label": [0, 1]}), tmp_path, loaded)
     with pytest.raises(ValueError, match="'text' column"):
@@ -211,7 +217,7 @@ def test_bad_inputs_to_the_cache_layer(split, loaded, tmp_path):
 
 def _entry(tmp_path, n=6, shard_size=2, layers=(0, 1), hidden=4):
     config = extract.ExtractionConfig(poolings=("mean", "last"), shard_size=shard_size)
-    model = {"key": "m", "hf_id": "org/m", "fingerprint": "abc", "dtype": "float32"}
+    model = {"key": "m", "hf_id": "org/m", "fingerprint": "abc", "dtype": "float32", "device": "cpu"}
     return cache.EmbeddingCache(tmp_path).entry(model, config, layers, "data", n=n, hidden=hidden)
 
 
@@ -232,7 +238,7 @@ def test_write_shard_picks_float16_only_when_it_loses_nothing(tmp_path, value, s
     array = _shard(2, value)
     assert (np.abs(array).max() <= cache.FLOAT16_MAX) == (value < 1e5)
     with entry.locked():
-        entry.write_shard(0, array, n_truncated=0)
+        entry.write_and_record_shard(0, array, n_truncated=0)
         assert entry.manifest["shards"]["0"]["dtype"] == stored
         back = entry.read_shard(0)
     assert back.dtype == np.dtype(stored)
@@ -249,7 +255,7 @@ def test_float16_range_edge_and_mixed_entry(tmp_path):
     beyond[1, 1, 1, 3] = np.nextafter(np.float32(cache.FLOAT16_MAX), np.float32(np.inf))
     with entry.locked():
         for i, array in enumerate((edge, beyond, _shard(2))):
-            entry.write_shard(i, array, n_truncated=0)
+            entry.write_and_record_shard(i, array, n_truncated=0)
         entry.finish()
         shards = [entry.read_shard(i) for i in range(3)]
     assert [s.dtype for s in shards] == [np.float16, np.float32, np.float16]
@@ -262,10 +268,10 @@ def test_non_finite_shard_is_never_written(tmp_path, bad):
     array = _shard(2)
     array[1, 1, 0, 2] = bad
     with entry.locked():
-        entry.write_shard(0, _shard(2), n_truncated=0)
+        entry.write_and_record_shard(0, _shard(2), n_truncated=0)
         before = (entry.path / "manifest.json").read_bytes()
         with pytest.raises(ValueError, match=r"shard 1 .* not written: it holds .*pooling 'last', layer 0, text 3"):
-            entry.write_shard(1, array, n_truncated=0)
+            entry.write_and_record_shard(1, array, n_truncated=0)
         assert "1" not in entry.manifest["shards"]
     assert not entry.shard_path(1).exists() and (entry.path / "manifest.json").read_bytes() == before
     assert not list(entry.path.glob(".*.tmp-*"))
@@ -332,3 +338,56 @@ def test_old_float16_cache_without_dtype_records_stays_readable(split, loaded, t
     again = _embed(split, tmp_path, loaded)
     assert rows_seen == [] and again.vectors["mean"].dtype == np.float16
     np.testing.assert_array_equal(again.vectors["mean"], first.vectors["mean"])
+
+
+def test_same_weights_reach_the_same_entry_whatever_the_registration_order(spec, tmp_path):
+    """Two copies of one model under folders whose short names depend on what was registered first: the names
+    differ with the order, the cache entry does not (names are metadata)."""
+    import shutil
+
+    a, b = tmp_path / "x" / "llama", tmp_path / "y" / "llama"
+    for target in (a, b):
+        shutil.copytree(spec.path, target)
+    cfg = extract.ExtractionConfig(poolings=("mean",), shard_size=2, max_length=8)
+    entries = {}
+    for order in ((a, b), (b, a)):
+        with testing.registries_restored():
+            names = [models.add([str(p)])[0] for p in order]
+            for path, name in zip(order, names):
+                entry_plan = embeddings.plan(name, TEXTS, config=cfg, cache_dir=tmp_path / "cache", device="cpu")
+                entries.setdefault(path, set()).add((name, entry_plan.entry.path))
+    assert {name for name, _ in entries[a]} == {"llama", "x/llama"}  # the order changed a's name ...
+    assert len({path for pairs in entries.values() for _, path in pairs}) == 1  # ... never its entry
+
+
+def test_entries_under_the_old_key_are_adopted_without_recomputing(split, loaded, tmp_path, rows_seen):
+    first = _embed(split, tmp_path, loaded)
+    n_computed = sum(rows_seen)
+    manifest = json.loads((first.path / cache.MANIFEST).read_text())
+    old = cache.legacy_key(manifest["model"], manifest["settings"], manifest["dataset"]["fingerprint"])
+    legacy = first.path.parent / cache._slug(manifest["model"]["key"]) / old[:24]
+    legacy.parent.mkdir(parents=True)
+    first.path.rename(legacy)
+    (legacy / cache.MANIFEST).write_text(json.dumps({**manifest, "key": old}))
+    again = _embed(split, tmp_path, loaded)
+    assert sum(rows_seen) == n_computed  # nothing recomputed
+    assert again.path == first.path and again.provenance.get("key") == manifest["key"]
+    assert json.loads((again.path / cache.MANIFEST).read_text())["adopted_from"] == str(legacy)
+    np.testing.assert_array_equal(again.vectors["mean"], first.vectors["mean"])
+
+
+def test_shards_record_device_dtype_and_threads(split, loaded, tmp_path):
+    import torch
+
+    emb = _embed(split, tmp_path, loaded)
+    manifest = json.loads((emb.path / cache.MANIFEST).read_text())
+    for record in manifest["shards"].values():
+        assert record["compute"] == {"device": "cpu", "dtype": "float32", "torch_threads": torch.get_num_threads()}
+    assert emb.provenance["hardware"]["torch_threads"] == torch.get_num_threads()
+    assert emb.provenance["versions"]["layerfusion"] == __import__("layerfusion").__version__
+
+
+def test_embed_takes_an_unlabelled_dataset(loaded, tmp_path):
+    unlabelled = datasets.Dataset.from_dict({"text": TEXTS})
+    emb = _embed(unlabelled, tmp_path, loaded)
+    assert emb.labels is None and emb.vectors["mean"].shape[0] == len(TEXTS)

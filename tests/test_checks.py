@@ -107,10 +107,10 @@ def test_scalars():
         with pytest.raises(ValueError, match="k must be a positive integer"):
             checks.positive_int(bad, "k")
     assert checks.fraction(0.0, "dropout") == 0.0
-    for bad in (1.0, -0.1, "0.5"):
+    for bad in (1.0, -0.1, "0.5", False, float("nan")):
         with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
             checks.fraction(bad, "dropout")
     assert checks.significance(0.05) == 0.05
-    for bad in (0, 1, 1.5):
+    for bad in (0, 1, 1.5, True, float("nan"), "0.05"):
         with pytest.raises(ValueError, match="alpha must lie strictly between 0 and 1"):
             checks.significance(bad)

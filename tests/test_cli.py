@@ -10,24 +10,24 @@ import sys
 import nbformat
 import pytest
 
-from layerfusion import extract
+from layerfusion import progress
 from layerfusion.study import cli
 
-BAR = ("from layerfusion import extract\n"
-       "with extract.progress_bar(5, 'embed tiny toy train', progress=False) as bar:\n"
+BAR = ("from layerfusion import progress\n"
+       "with progress.progress_bar(5, 'embed tiny toy train', progress=False) as bar:\n"
        "    for _ in range(5):\n"
        "        bar.update(1)\n")
 
 
 def test_progress_from_a_child_process_is_copied_to_the_stream():
     stream = io.StringIO()
-    before = os.environ.get(extract.PROGRESS_FILE_ENV)
+    before = os.environ.get(progress.PROGRESS_FILE_ENV)
     with cli.progress_from_kernel(stream) as side:
-        assert os.environ[extract.PROGRESS_FILE_ENV] == str(side)
+        assert os.environ[progress.PROGRESS_FILE_ENV] == str(side)
         subprocess.run([sys.executable, "-c", BAR], check=True, timeout=300)
     shown = stream.getvalue()
     assert "embed tiny toy train" in shown and "5/5" in shown and "text/s" in shown
-    assert os.environ.get(extract.PROGRESS_FILE_ENV) == before and not side.exists()
+    assert os.environ.get(progress.PROGRESS_FILE_ENV) == before and not side.exists()
 
 
 def test_report_shows_progress_on_the_terminal_and_none_in_the_notebook(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 from datasets import ClassLabel, Dataset
 
 from layerfusion import data, files, paths
+from layerfusion.study import workspace
 from layerfusion.testing import registries_restored
 
 LABELS = ["alpha", "beta", "gamma"]
@@ -201,8 +202,12 @@ def test_fingerprint_is_stable_and_sensitive():
     assert fp == "1c5bc51fed1ad4939b89b4b18548261e200ef90059d9c8cf30c7cfb951e97586"
     for key, value in (("text", ["a", "b "]), ("label", [1, 1]), ("idx", [0, 2])):
         assert data.fingerprint(Dataset.from_dict({**base, key: value})) != fp
-    with pytest.raises(ValueError, match="lacks columns"):
-        data.fingerprint(Dataset.from_dict({"text": ["a"]}))
+    with pytest.raises(ValueError, match="lacks a 'text' column"):
+        data.fingerprint(Dataset.from_dict({"label": [0]}))
+    # an unlabelled split hashes null labels: it differs from every labelled one and is stable
+    unlabelled = data.fingerprint(Dataset.from_dict({"text": ["a ", "b "], "idx": [0, 1]}))
+    assert unlabelled != fp
+    assert unlabelled == data.fingerprint(Dataset.from_dict({"text": ["a ", "b "], "label": [None, None], "idx": [0, 1]}))
 
 
 def test_class_counts_table(toy):
@@ -224,8 +229,8 @@ def test_export_from_hub_has_no_reuters_copy(tmp_path):
         data.export_from_hub("r52", tmp_path)
 
 
-needs_data = pytest.mark.skipif(not (paths.data_dir() / "sst2").is_dir(),
-                                reason=f"real data not found at {paths.data_dir()}")
+needs_data = pytest.mark.skipif(not (workspace.data_dir() / "sst2").is_dir(),
+                                reason=f"real data not found at {workspace.data_dir()}")
 
 
 # data.fingerprint of each split of data.load(name) with the defaults, as computed by the single-module data.py this
@@ -280,7 +285,7 @@ def test_real_datasets_load_with_canonical_counts_and_unchanged_rows(name):
 def test_real_datasets_subsample_unchanged_and_load_the_same_as_a_folder(name):
     dd = data.load(name, **SMALL)
     assert tuple(data.fingerprint(dd[s]) for s in data.SPLITS) == SMALL_FINGERPRINTS[name]
-    by_path = data.load(paths.data_dir() / name, **SMALL)
+    by_path = data.load(workspace.data_dir() / name, **SMALL)
     assert tuple(data.fingerprint(by_path[s]) for s in data.SPLITS) == SMALL_FINGERPRINTS[name]
     assert data.label_names(by_path) == data.label_names(dd)
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from layerfusion import devices, extract, models
+from layerfusion import embeddings
 from layerfusion.testing import tiny_spec
 
 
@@ -76,12 +77,12 @@ def test_choice_and_reason_reach_the_loaded_model_and_cache_provenance(tmp_path,
     assert loaded.dtype == torch.bfloat16 and loaded.dtype_reason == "auto: cpu has amx_bf16"
     assert next(loaded.model.parameters()).dtype == torch.bfloat16
     texts = ["the movie was good", "a bad plot", "great fun"]
-    emb = extract.embed(spec, texts, config=extract.ExtractionConfig(max_length=8), cache_dir=tmp_path / "c",
+    emb = embeddings.embed(spec, texts, config=extract.ExtractionConfig(max_length=8), cache_dir=tmp_path / "c",
                         progress=False)
     assert emb.provenance["model"]["dtype"] == "bfloat16"
     assert emb.provenance["runs"][-1]["model"]["dtype_reason"] == "auto: cpu has amx_bf16"
     _flags(monkeypatch)
-    fp32 = extract.embed(spec, texts, config=extract.ExtractionConfig(max_length=8), cache_dir=tmp_path / "c",
+    fp32 = embeddings.embed(spec, texts, config=extract.ExtractionConfig(max_length=8), cache_dir=tmp_path / "c",
                          progress=False)
     assert fp32.path != emb.path, "dtype is part of the cache key"
     manifest = json.loads((fp32.path / "manifest.json").read_text())

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from layerfusion import extract, models, testing
+from layerfusion import extract, models, progress, testing
+from layerfusion.models import blocks
 
 ARCHS = {"llama": "right", "gemma3": "left", "bert": "right", "gpt2": "right"}
 TEXTS = [
@@ -78,7 +79,7 @@ def test_stop_at_deepest_layer_equals_full_pass_and_skips_blocks(tmp_path, arch)
     loaded = models.load(testing.tiny_spec(tmp_path / arch, arch=arch, n_layers=4), device="cpu")
     full = extract.extract_texts(loaded, TEXTS, _cfg(), progress=False)
     calls = []
-    top = extract.block_list(loaded.model)[-1].register_forward_hook(lambda *a: calls.append(1))
+    top = blocks.block_list(loaded.model)[-1].register_forward_hook(lambda *a: calls.append(1))
     try:
         for layers in ((0,), (1, 2), (0, 3)):
             for stop in (True, False):
@@ -243,14 +244,14 @@ def test_progress_goes_to_the_side_file_not_the_output(tiny, tmp_path, monkeypat
     """With ``$LAYERFUSION_PROGRESS_FILE`` set (``layerfusion report`` sets it for the kernels), the bar, with
     texts/s and an ETA, goes to that file even with progress=False, and nothing reaches the output."""
     side = tmp_path / "progress.txt"
-    monkeypatch.setenv(extract.PROGRESS_FILE_ENV, str(side))
+    monkeypatch.setenv(progress.PROGRESS_FILE_ENV, str(side))
     extract.extract_texts(tiny["llama"][0], TEXTS, _cfg(), progress=False)
     text = side.read_text()
     assert "extract tiny-llama-right" in text and f"{len(TEXTS)}/{len(TEXTS)}" in text
     assert "text/s" in text and "<" in text  # the rate and elapsed<remaining
     out, err = capfd.readouterr()
     assert "extract tiny" not in out + err
-    monkeypatch.delenv(extract.PROGRESS_FILE_ENV)
+    monkeypatch.delenv(progress.PROGRESS_FILE_ENV)
     extract.extract_texts(tiny["llama"][0], TEXTS, _cfg(), progress=False)
     assert side.read_text() == text
 

@@ -21,6 +21,7 @@ import pytest
 
 import fault_worker
 from layerfusion import extract, files, testing
+from layerfusion import embeddings
 from layerfusion.study import results
 
 WORKER = Path(fault_worker.__file__)
@@ -54,13 +55,13 @@ def loaded(tiny_dir):
     return fault_worker.load(tiny_dir)
 
 
-def _embed(loaded, cache: Path) -> tuple[extract.LayerEmbeddings, int]:
+def _embed(loaded, cache: Path) -> tuple[embeddings.LayerEmbeddings, int]:
     """The worker's extraction in this process: the embeddings and how many texts the model ran on."""
     computed: list[int] = []
     hook = loaded.model.register_forward_pre_hook(lambda m, a, kw: computed.append(len(kw["input_ids"])),
                                                   with_kwargs=True)
     try:
-        emb = extract.embed(loaded, fault_worker.toy_texts(), config=fault_worker.config(), dataset_name="toy",
+        emb = embeddings.embed(loaded, fault_worker.toy_texts(), config=fault_worker.config(), dataset_name="toy",
                             split="train", cache_dir=cache, progress=False)
     finally:
         hook.remove()
@@ -76,7 +77,7 @@ def reference(loaded, tmp_path_factory) -> dict[str, np.ndarray]:
 
 
 def _manifest(cache: Path) -> tuple[Path, dict]:
-    found = list(cache.glob("embeddings/*/*/manifest.json"))
+    found = list(cache.glob("embeddings/*/manifest.json"))
     assert len(found) <= 1, found
     return (found[0].parent, json.loads(found[0].read_text())) if found else (cache, {"shards": {}})
 

@@ -232,3 +232,21 @@ def test_match_dimension_no_padding_and_checks():
         fusion.match_dimension(X_train, [X_val[:, :4]], 3)
     with pytest.raises(ValueError, match="X_train"):
         fusion.match_dimension(np.full((5, 6), np.inf), [X_val], 3)
+
+
+def test_register_operator_refuses_to_overwrite_like_models_register():
+    from layerfusion import fusion
+
+    concat = fusion.OPERATORS["concat"]
+    assert fusion.register_operator(concat) is concat  # the same class again: a no-op
+
+    class Other(concat):
+        name = "concat"
+
+    with pytest.raises(ValueError, match="already registered.*overwrite=True"):
+        fusion.register_operator(Other)
+    try:
+        assert fusion.register_operator(overwrite=True)(Other) is Other
+        assert fusion.OPERATORS["concat"] is Other
+    finally:
+        fusion.OPERATORS["concat"] = concat

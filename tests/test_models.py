@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from layerfusion import files, models
+from layerfusion import embeddings
 from layerfusion.models import COMPLETE_MARKER, INSTALL_HINT, ModelSpec
 from layerfusion.models import gguf as gguf_mod
 from layerfusion.testing import registries_restored, tiny_model_dir, tiny_spec
@@ -445,7 +446,7 @@ def test_unfindable_blocks_name_the_list_to_extend(tmp_path, tiny_dir, monkeypat
 
     monkeypatch.setattr(transformers.AutoModel, "from_config", staticmethod(lambda config, **kw: NoBlocks(config)))
     path = _fresh_copy(tiny_dir, tmp_path / "odd")
-    with pytest.raises(ValueError, match=r"'.*odd'.*2 transformer blocks of NoBlocks.*extract._LAYER_PATHS"):
+    with pytest.raises(ValueError, match=r"'.*odd'.*2 transformer blocks of NoBlocks.*models.blocks.LAYER_PATHS"):
         models.get_spec(str(path))
 
 
@@ -615,25 +616,27 @@ def test_prefix_is_applied_before_tokenization_and_keys_the_cache(tmp_path, tiny
     by_prefix = extract.extract_texts(prefixed, texts, cfg, progress=False)["mean"]
     by_hand = extract.extract_texts(plain, ["the " + t for t in texts], cfg, progress=False)["mean"]
     np.testing.assert_array_equal(by_prefix, by_hand)
-    a = extract.embed(plain, texts, config=cfg, cache_dir=tmp_path, progress=False)
-    b = extract.embed(prefixed, texts, config=cfg, cache_dir=tmp_path, progress=False)
+    a = embeddings.embed(plain, texts, config=cfg, cache_dir=tmp_path, progress=False)
+    b = embeddings.embed(prefixed, texts, config=cfg, cache_dir=tmp_path, progress=False)
     assert a.path != b.path
     assert "inputs" not in a.provenance["model"] and "inputs" not in a.provenance["runs"][-1]["model"]
     assert b.provenance["model"]["inputs"] == b.provenance["runs"][-1]["model"]["inputs"] == {"text_prefix": "the "}
     np.testing.assert_array_equal(b.stack("mean"), by_hand.astype(np.float16).astype(np.float32))
 
 
-def test_plain_models_keep_their_cache_keys():
-    """Keys of models without input conventions are what they were before conventions existed (warm caches stay)."""
+def test_plain_models_old_cache_keys_are_still_found():
+    """The key the earlier scheme gave (names in it, no device) is what ``legacy_key`` computes, so warm entries of
+    the shipped models are adopted (``cache`` docstring); an empty ``inputs`` changes neither key."""
     from layerfusion import cache
 
     model = {"key": "smollm2-135m", "hf_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "dtype": "float32",
-             "fingerprint": models.get_spec("smollm2-135m").extra["gguf_sha256"]}
+             "fingerprint": models.get_spec("smollm2-135m").extra["gguf_sha256"], "device": "cpu"}
     settings = {"max_length": 48, "poolings": ["mean", "last", "mean_pad"], "layers": list(range(31)),
                 "shard_size": 2048}
-    assert cache.cache_key(model, settings, "f" * 64) == (
+    assert cache.legacy_key(model, settings, "f" * 64) == (
         "8282c685f3f2a6d2265c51ffba9f8c3fb6386a6cfa4407300c1145459689ea27")
-    assert cache.cache_key({**model, "inputs": {}}, settings, "f" * 64) == cache.cache_key(model, settings, "f" * 64)
+    for key in (cache.legacy_key, cache.cache_key):
+        assert key({**model, "inputs": {}}, settings, "f" * 64) == key(model, settings, "f" * 64)
 
 
 @pytest.mark.slow
@@ -651,8 +654,8 @@ def test_smollm2_by_key_and_by_its_converted_folder_give_the_same_vectors(tmp_pa
     assert by_folder.tokenizer.pad_token == by_key.tokenizer.pad_token
     texts = ["A gripping, beautifully shot film.", "Dull.", "The plot never comes together, sadly."]
     cfg = extract.ExtractionConfig(max_length=32, poolings=("mean", "last"))
-    a = extract.embed(by_key, texts, config=cfg, cache_dir=tmp_path, progress=False)
-    b = extract.embed(by_folder, texts, config=cfg, cache_dir=tmp_path, progress=False)
+    a = embeddings.embed(by_key, texts, config=cfg, cache_dir=tmp_path, progress=False)
+    b = embeddings.embed(by_folder, texts, config=cfg, cache_dir=tmp_path, progress=False)
     assert a.path != b.path
     for pooling in cfg.poolings:
         np.testing.assert_array_equal(a.stack(pooling), b.stack(pooling))

@@ -55,8 +55,9 @@ def test_study_takes_model_folders_and_data_folders(tmp_path, registries):
     table = extraction.extract_all(study)
     assert set(table["model"]) == {"a/model", "b/model"} and set(table["dataset"]) == {"reviews"}
     assert list(table["n"]) == [19, 5, 8] * 2  # validation_size 0.2 of 24 train rows
-    stored = sorted(p.parent.parent.name for p in (tmp_path / "cache" / "embeddings").glob("*/*/manifest.json"))
-    assert stored == ["a_model"] * 3 + ["b_model"] * 3  # distinct cache entries per model and split
+    manifests = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "embeddings").glob("*/manifest.json")]
+    stored = sorted(m["model"]["key"] for m in manifests)
+    assert stored == ["a/model"] * 3 + ["b/model"] * 3  # distinct cache entries per model and split
     sizes = setup.dataset_table(study)
     assert list(sizes["rows used"]) == [19, 5, 8] and sizes["canonical train"].isna().all()
 
@@ -76,7 +77,8 @@ def test_cli_takes_paths_and_input_conventions(tmp_path, registries, capsys):
     out = capsys.readouterr().out
     assert re.search(r"my-model\s+reviews\s+train", out)
     assert models.get_spec("my-model").inputs() == {"text_prefix": "review: "}
-    manifest = next((tmp_path / "cache" / "embeddings").glob("my-model/*/manifest.json"))
+    manifest = next(p for p in (tmp_path / "cache" / "embeddings").glob("*/manifest.json")
+                    if json.loads(p.read_text())["model"]["key"] == "my-model")
     assert json.loads(manifest.read_text())["model"]["inputs"] == {"text_prefix": "review: "}
     assert cli.main(["extract", "--model", str(tmp_path / "nowhere"), "--profile", "ci"]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layerfusion import files, paths
-from layerfusion.study import results
+from layerfusion import files
+from layerfusion.study import results, workspace
 
 
 @pytest.fixture
@@ -151,7 +151,7 @@ def test_read_corrupt_files(tmp_path):
 
 
 def test_results_dir_defaults_to_env(tmp_path, monkeypatch, run):
-    monkeypatch.setenv(paths.RESULTS_ENV, str(tmp_path / "res"))
+    monkeypatch.setenv(workspace.RESULTS_ENV, str(tmp_path / "res"))
     path = results.write("envtest", [{"a": 1}], run)
     assert path == (tmp_path / "res" / "envtest.json").resolve()
     assert results.read("envtest")[0]["a"].tolist() == [1]

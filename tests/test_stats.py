@@ -257,3 +257,63 @@ def test_within_group_spearman_is_centred_within_groups_and_matches_scipy_per_gr
     assert abs(r2.rho) < 0.25 and r2.p_less > 0.05 and r2.p_greater > 0.05
     assert r2.null_se == pytest.approx(1 / np.sqrt(29) / np.sqrt(3), rel=0.15)   # the null's spread, centred at 0
     assert np.isnan(stats.within_group_spearman([1.0, 2.0], [1.0, 2.0], ["a", "a"]).rho)
+
+
+def _exact_mcnemar_by_hand(n01: int, n10: int) -> float:
+    """Two-sided exact McNemar p-value from its definition: twice the smaller binomial(n, 1/2) tail, capped at 1."""
+    import math
+
+    n, k = n01 + n10, min(n01, n10)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_mcnemar_matches_independent_references(seed):
+    """Exact: scipy's binomtest on n10 of n (the other count than the one stats.mcnemar uses) and the binomial
+    tail summed by hand; chi-squared: the continuity-corrected statistic and its survival function via erfc."""
+    import math
+
+    rng = np.random.default_rng(seed)
+    n_items = int(rng.integers(10, 400))
+    y = rng.integers(0, 3, n_items)
+    a = np.where(rng.random(n_items) < rng.uniform(0.5, 0.9), y, (y + 1) % 3)
+    b = np.where(rng.random(n_items) < rng.uniform(0.5, 0.9), y, (y + 2) % 3)
+    n10 = int(np.sum((a == y) & (b != y)))
+    n01 = int(np.sum((a != y) & (b == y)))
+    exact = stats.mcnemar(y, a, b, exact=True)
+    assert (exact.n01, exact.n10) == (n01, n10)
+    if n01 + n10:
+        assert exact.p_value == pytest.approx(binomtest(n10, n01 + n10, 0.5).pvalue, rel=1e-9)
+        assert exact.p_value == pytest.approx(_exact_mcnemar_by_hand(n01, n10), rel=1e-9)
+        chi = stats.mcnemar(y, a, b, exact=False)
+        stat = (abs(n01 - n10) - 1) ** 2 / (n01 + n10)
+        assert chi.statistic == pytest.approx(stat, rel=1e-12)
+        assert chi.p_value == pytest.approx(math.erfc(math.sqrt(stat / 2)), rel=1e-9)
+
+
+def _holm_by_closed_testing(p: list[float]) -> list[float]:
+    """Holm's adjusted p-values from the closed testing principle with Bonferroni local tests: H_i's adjusted
+    p-value is the largest, over every set S of hypotheses holding i, of min(1, |S| * min_{j in S} p_j)."""
+    import itertools
+
+    m = len(p)
+    out = []
+    for i in range(m):
+        others = [j for j in range(m) if j != i]
+        worst = 0.0
+        for size in range(m):
+            for rest in itertools.combinations(others, size):
+                members = (i, *rest)
+                worst = max(worst, min(1.0, len(members) * min(p[j] for j in members)))
+        out.append(worst)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_holm_matches_closed_testing_by_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, 8))
+    p = rng.uniform(0, 0.2, m) ** rng.uniform(0.5, 2)
+    if m > 2:
+        p[1] = p[0]  # ties
+    np.testing.assert_allclose(stats.holm(p), _holm_by_closed_testing(list(p)), rtol=1e-12)

@@ -1,8 +1,16 @@
 """Content-addressed, crash-safe store of extracted embeddings that never loses range silently.
 
-An entry's key is the sha256 of the model (key, hf_id, weight fingerprint, dtype), the extraction settings that
-change the vectors (max_length, poolings, kept layers, shard_size) and the dataset fingerprint. Batching settings
-(token budget, batch size, device, early stop) are left out: the vectors do not depend on them (tested).
+An entry's key is the sha256 of what determines its bytes: the model's weight fingerprint, its input conventions
+(text prefix, template), the compute dtype and device type, the extraction settings that change the vectors
+(max_length, poolings, kept layers, shard_size) and the dataset fingerprint. Names (the registry key, the hub id) are
+metadata in the manifest, not identity, so the same weights reach the same entry under any name and whatever order
+models were registered in. Batching settings (token budget, batch size, early stop) are left out: the vectors do not
+depend on them (tested); so is the CPU thread count (1 and 2 threads gave byte-identical shards for SmolLM2 fp32 and
+bf16 and MiniLM fp32), which each shard records instead.
+
+Entries written under the earlier key (which held the registry key and hub id, and no device) are adopted on first
+use: the new entry hard-links their shards (checked by sha256 as always) and records where they came from, so a warm
+cache stays warm (``legacy_key``).
 
 An entry is a folder with ``.npy`` shards (``shard_size`` texts each, in input order, every pooling and layer:
 shape (n_poolings, rows, n_layers, d)) and a ``manifest.json`` (config, provenance, per-shard sha256, dtype and
@@ -11,7 +19,7 @@ first and manifest second, so a run killed at any point leaves only finished, re
 from them. A shard whose sha256, shape or dtype does not match the manifest is rebuilt with a warning; so is a
 manifest that cannot be parsed or does not describe this entry.
 
-Storage dtype, decided per shard by ``CacheEntry.store_shard`` (``write_shard``'s first half) from the float32
+Storage dtype, decided per shard by ``CacheEntry.write_shard_file`` from the float32
 vectors it is given:
 
 - float16 (half the disk and memory) when every value is finite, within float16's range (``|x| <= 65504``) and
@@ -30,7 +38,7 @@ precision, but then the stored numbers are not the vectors: every reader (the pr
 that forgets one is silently wrong. float32 for just the affected shards keeps "what is on disk is the vector" and
 costs disk only where float16 would lose data.
 
-A shard holding NaN or inf is never written (``store_shard`` raises; ``extract.extract_texts`` names the model,
+A shard holding NaN or inf is never written (``write_shard_file`` raises; ``extract.extract_texts`` names the model,
 layer and text first). Caches written before this check stored float16 without looking: a recorded float16 shard
 that reads back with inf/NaN (an overflow of that time) is rebuilt with a warning that says so.
 """
@@ -42,7 +50,6 @@ import errno
 import io
 import json
 import os
-import platform
 import re
 import time
 import warnings
@@ -52,8 +59,9 @@ from typing import Any
 
 import numpy as np
 
+from layerfusion import provenance
+from layerfusion.devices import dtype_name
 from layerfusion.files import atomic_write_bytes, locked, remove_temp_files, sha256_bytes
-from layerfusion.provenance import git_info
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -120,15 +128,36 @@ def write_error(err: OSError, folder: Path) -> OSError:
                                 "or point cache_dir (or $LAYERFUSION_CACHE_DIR) at another disk")
 
 
+IDENTITY = ("fingerprint", "dtype", "device")
+"""The model fields of a cache key: the weights, the compute dtype and the device type (``cpu``, ``cuda``)."""
+
+
 def cache_key(model: dict[str, Any], settings: dict[str, Any], dataset_fingerprint: str) -> str:
-    """sha256 over the canonical JSON of the model identity, the vector-changing settings and the dataset."""
+    """sha256 over the canonical JSON of what determines an entry's bytes: the model's weight fingerprint, compute
+    dtype, device type and input conventions (``inputs``), the vector-changing settings and the dataset.
+
+    Names (``key``, ``hf_id``) are not part of it: they are metadata of the entry.
+    """
     if not dataset_fingerprint or not isinstance(dataset_fingerprint, str):
         raise ValueError(f"dataset_fingerprint must be a non-empty string, got {dataset_fingerprint!r}")
-    missing = [k for k in ("key", "hf_id", "fingerprint", "dtype") if not model.get(k)]
+    missing = [k for k in IDENTITY if not model.get(k)]
     if missing:
-        raise ValueError(f"model identity lacks {missing}; pass key, hf_id, fingerprint and dtype")
+        raise ValueError(f"model identity lacks {missing}; pass {', '.join(IDENTITY)} (and inputs, if any)")
+    identity = {k: str(model[k]) for k in IDENTITY}
+    if model.get("inputs"):
+        identity["inputs"] = model["inputs"]
+    payload = {"format": FORMAT_VERSION, "scheme": 2, "model": identity, "settings": settings,
+               "dataset": dataset_fingerprint}
+    return sha256_bytes(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
+
+
+def legacy_key(model: dict[str, Any], settings: dict[str, Any], dataset_fingerprint: str) -> str | None:
+    """The key the same entry had before names left the identity (registry key, hub id, fingerprint, dtype and
+    inputs; no device), or None when ``model`` lacks a name. Used only to adopt entries written then."""
+    if not (model.get("key") and model.get("hf_id")):
+        return None
     identity = {k: model[k] for k in ("key", "hf_id", "fingerprint", "dtype")}
-    if model.get("inputs"):  # a model's text prefix / template; absent for plain models, so their keys stay put
+    if model.get("inputs"):
         identity["inputs"] = model["inputs"]
     payload = {"format": FORMAT_VERSION, "model": identity, "settings": settings, "dataset": dataset_fingerprint}
     return sha256_bytes(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
@@ -140,35 +169,26 @@ def key_settings(config: Any, layers: tuple[int, ...]) -> dict[str, Any]:
             "shard_size": int(config.shard_size)}
 
 
-def model_fingerprint(spec: Any, cache_dir: str | Path | None = None) -> str:
-    """The weight fingerprint ``models.load`` would report, computed without loading (or converting) the model."""
-    from layerfusion import models
-
-    return models.weights_fingerprint(spec, cache_dir)
-
-
-def provenance(loaded: Any, config: Any, dataset_fingerprint: str, dataset_name: str | None,
-               split: str | None) -> dict[str, Any]:
-    """Who computed an entry, where and with what: git sha, hardware, library versions, device, dtype and why
-    (``LoadedModel.dtype_reason``), time."""
+def compute_record(loaded: Any) -> dict[str, Any]:
+    """Where a shard was computed: device, compute dtype and torch's CPU thread count (kept with every shard)."""
     import torch
-    import transformers
 
-    import layerfusion
+    return {"device": str(loaded.device), "dtype": dtype_name(loaded.dtype), "torch_threads": torch.get_num_threads()}
 
-    device = loaded.device
-    name = torch.cuda.get_device_name(device) if getattr(device, "type", "") == "cuda" else platform.processor()
+
+def run_record(loaded: Any, config: Any, dataset_fingerprint: str, dataset_name: str | None,
+               split: str | None) -> dict[str, Any]:
+    """One run's record for an entry's manifest: the model (and why its dtype), the config, the dataset, and the
+    machine, library versions and git commit from ``layerfusion.provenance`` (the record every consumer uses)."""
     return {
         "model": {"key": loaded.spec.key, "hf_id": loaded.spec.hf_id, "fingerprint": loaded.fingerprint,
-                  "dtype": str(loaded.dtype).replace("torch.", ""),
+                  "dtype": dtype_name(loaded.dtype),
                   "dtype_reason": getattr(loaded, "dtype_reason", None), **input_conventions(loaded.spec)},
         "config": config.as_dict(),
         "dataset": {"name": dataset_name, "split": split, "fingerprint": dataset_fingerprint},
-        "git_sha": git_info()["sha"],
-        "hardware": {"platform": platform.platform(), "device": str(device), "device_name": name,
-                     "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
-        "versions": {"layerfusion": layerfusion.__version__, "torch": torch.__version__,
-                     "transformers": transformers.__version__, "numpy": np.__version__},
+        "git_sha": provenance.git_info()["sha"],
+        "hardware": {**provenance.hardware(), **compute_record(loaded)},
+        "versions": provenance.versions(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -186,9 +206,10 @@ def _slug(text: str) -> str:
 class CacheEntry:
     """One key's folder: its manifest and shards. Use inside ``locked()``."""
 
-    def __init__(self, path: Path, key: str, meta: dict[str, Any], n: int, shard_size: int, shape: tuple[int, ...]
-                 ) -> None:
+    def __init__(self, path: Path, key: str, meta: dict[str, Any], n: int, shard_size: int, shape: tuple[int, ...],
+                 legacy: tuple[Path, str] | None = None) -> None:
         self.path = path
+        self.legacy = legacy
         self.key = key
         self.meta = meta
         self.n = n
@@ -214,8 +235,47 @@ class CacheEntry:
             except OSError as err:
                 raise write_error(err, self.path) from err
             remove_temp_files(self.path)
+            if self.legacy is not None and not (self.path / MANIFEST).is_file():
+                self._adopt(*self.legacy)
             self._load_manifest()
             yield self
+
+    def _adopt(self, folder: Path, old_key: str) -> None:
+        """Take over the shards of the entry written under the earlier key scheme (``legacy_key``), if any.
+
+        Shard files are hard-linked (copied where links fail) under the old entry's lock and the manifest is
+        rewritten with this key and ``adopted_from``; every shard is still checked by sha256 when read. An old entry
+        computed on another device type is left alone (the device is part of the key now).
+        """
+        if not (folder / MANIFEST).is_file():
+            return
+        with locked(folder / ".lock"):
+            try:
+                manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return
+            if not isinstance(manifest, dict) or manifest.get("key") != old_key:
+                return
+            devices = {str((run.get("hardware") or {}).get("device", "cpu")).split(":")[0]
+                       for run in manifest.get("runs") or [] if isinstance(run, dict)}
+            if devices - {self.meta["model"].get("device", "cpu")}:
+                return
+            for name in list((manifest.get("shards") or {})):
+                source, target = folder / f"shard-{int(name):05d}.npy", self.shard_path(int(name))
+                try:
+                    os.link(source, target)
+                except FileExistsError:
+                    pass
+                except OSError:
+                    try:
+                        atomic_write_bytes(target, source.read_bytes())
+                    except OSError:
+                        manifest["shards"].pop(name)
+            manifest.update({"key": self.key, "model": self.meta["model"], "adopted_from": str(folder)})
+            try:
+                atomic_write_bytes(self.path / MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
+            except OSError as err:
+                raise write_error(err, self.path) from err
 
     def _fresh_manifest(self) -> dict[str, Any]:
         return {"format": FORMAT_VERSION, "key": self.key, **self.meta, "n": self.n, "shard_size": self.shard_size,
@@ -310,8 +370,8 @@ class CacheEntry:
             return None
         return array
 
-    def write_shard(self, i: int, array: np.ndarray, *, n_truncated: int, stats: dict[str, Any] | None = None
-                    ) -> None:
+    def write_and_record_shard(self, i: int, array: np.ndarray, *, n_truncated: int,
+                               stats: dict[str, Any] | None = None) -> None:
         """Store shard ``i`` (shard file first, then the manifest that records it).
 
         ``array`` holds float32 vectors; the stored dtype is float16 where that loses nothing beyond float16's
@@ -321,15 +381,16 @@ class CacheEntry:
         filled the cache can be reported later. A failed write (full disk, read-only folder) raises a one-line
         ``OSError`` and leaves the shards already recorded as they were.
         """
-        self.record_shard(i, self.store_shard(i, array, n_truncated=n_truncated, stats=stats))
+        self.record_shard(i, self.write_shard_file(i, array, n_truncated=n_truncated, stats=stats))
 
-    def store_shard(self, i: int, array: np.ndarray, *, n_truncated: int, stats: dict[str, Any] | None = None
-                    ) -> dict[str, Any]:
+    def write_shard_file(self, i: int, array: np.ndarray, *, n_truncated: int, stats: dict[str, Any] | None = None,
+                         compute: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write shard ``i``'s file atomically and return its manifest record, leaving the manifest alone.
 
-        The first half of ``write_shard``, for workers of a distributed run: they write shards without the lock and
-        the process that holds it records them with ``record_shard`` (one manifest writer). The storage dtype is
-        decided here (see ``write_shard``) and is part of the record.
+        The first half of ``write_and_record_shard``, for workers of a distributed run: they write shards without
+        the lock and the process that holds it records them with ``record_shard`` (one manifest writer). The storage
+        dtype is decided here (see ``write_and_record_shard``) and is part of the record, as is ``compute`` (device,
+        dtype and thread count of the run that produced it, ``compute_record``).
         """
         expected = (self.shape[0], len(self.rows(i)), *self.shape[1:])
         if np.shape(array) != expected:
@@ -351,10 +412,12 @@ class CacheEntry:
             raise write_error(err, self.path) from err
         return {"file": self.shard_path(i).name, "sha256": sha256_bytes(data), "dtype": str(stored.dtype),
                 "rows": [self.rows(i).start, self.rows(i).stop], "n_truncated": int(n_truncated),
-                "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **{k: float(v) for k, v in (stats or {}).items()}}
+                "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **({"compute": compute} if compute else {}),
+                **{k: float(v) for k, v in (stats or {}).items()}}
 
     def record_shard(self, i: int, record: dict[str, Any]) -> None:
-        """Record a shard written by ``store_shard`` in the manifest (the second half of ``write_shard``).
+        """Record a shard written by ``write_shard_file`` in the manifest (the second half of
+        ``write_and_record_shard``).
 
         If the manifest cannot be saved (full disk, read-only folder) the record is taken back, so the manifest in
         memory and on disk agree; the unrecorded shard file is deleted and recomputed by the next run.
@@ -366,8 +429,8 @@ class CacheEntry:
             del self.manifest["shards"][str(i)]
             raise
 
-    def record_provenance(self, info: dict[str, Any]) -> None:
-        """Append one run's provenance (a resumed entry lists every run that wrote shards)."""
+    def add_run_record(self, info: dict[str, Any]) -> None:
+        """Append one run's record (``run_record``; a resumed entry lists every run that wrote shards)."""
         self.manifest.setdefault("runs", []).append(info)
         self._save_manifest()
 
@@ -391,8 +454,8 @@ class CacheEntry:
         return {k: float(sum(s.get(k, float("nan")) for s in shards)) if shards else float("nan")
                 for k in ("seconds", "real_tokens", "padded_tokens")}
 
-    def provenance(self) -> dict[str, Any]:
-        """Key, model, settings, dataset and the runs that wrote this entry."""
+    def describe(self) -> dict[str, Any]:
+        """Key, model, settings, dataset and the runs that wrote this entry (with the last run's machine on top)."""
         keys = ("key", "model", "settings", "config", "dataset", "created", "completed", "runs")
         out = {k: self.manifest[k] for k in keys if k in self.manifest}
         if out.get("runs"):
@@ -402,7 +465,8 @@ class CacheEntry:
 
 
 class EmbeddingCache:
-    """Content-addressed store under ``root``: ``<root>/<model key>/<sha256 key[:24]>/``."""
+    """Content-addressed store under ``root``: ``<root>/<sha256 key[:24]>/`` (no name in the path: names are
+    metadata, in the manifest)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -418,5 +482,6 @@ class EmbeddingCache:
                 "dataset": {"name": dataset_name, "split": split, "fingerprint": dataset_fingerprint},
                 "poolings": list(config.poolings), "layers": list(layers)}
         shape = (len(config.poolings), len(layers), int(hidden))
-        return CacheEntry(self.root / _slug(str(model["key"])) / key[:24], key, meta, n, int(config.shard_size),
-                          shape)
+        old = legacy_key(model, settings, dataset_fingerprint)
+        legacy = None if old is None else (self.root / _slug(str(model["key"])) / old[:24], old)
+        return CacheEntry(self.root / key[:24], key, meta, n, int(config.shard_size), shape, legacy)

@@ -5,7 +5,10 @@ one way everywhere and every error names the argument, says what is allowed and 
 validated value (an array, a list or a number), so callers use the result rather than the raw input. The
 conventions follow scikit-learn's ``check_array``/``column_or_1d`` where they overlap (object arrays are converted
 to float, sparse and complex input is refused, a column-vector ``y`` is flattened with a ``DataConversionWarning``),
-with messages that name the argument, which scikit-learn's do not.
+with messages that name the argument, which scikit-learn's do not. Where a scikit-learn validator decides the same
+question (``column_or_1d``, ``check_consistent_length``, ``check_classification_targets``, ``check_scalar``) it does
+the checking and these helpers only reword its error into the project's one line; ``features`` stays hand-written
+because ``check_array`` copies memmaps and has no 3-D (texts x layers x width) shape message.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 from sklearn.exceptions import DataConversionWarning
-from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, check_scalar, column_or_1d
 
 __all__ = ["features", "fitted", "width", "matrices", "labels", "class_labels", "paired", "encode", "texts",
            "positive_int", "fraction", "significance"]
@@ -102,14 +105,21 @@ def labels(y: Any, arg: str = "y", n: int | None = None) -> np.ndarray:
     if y is None:
         raise ValueError(f"{arg} is None; fitting requires y to be passed, but the target y is None")
     A = np.asarray(y)
-    if A.ndim == 2 and A.shape[1] == 1:
-        warnings.warn(f"A column-vector y was passed when a 1d array was expected ({arg} has shape {A.shape}); "
-                      "it is flattened", DataConversionWarning, stacklevel=3)
-        A = A.ravel()
+    shape = A.shape
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataConversionWarning)
+            A = column_or_1d(A, warn=True)  # scikit-learn's rule: 1-D, or a column vector flattened with a warning
+    except ValueError:
+        A = np.asarray(y)
+    else:
+        if any(issubclass(w.category, DataConversionWarning) for w in caught):
+            warnings.warn(f"A column-vector y was passed when a 1d array was expected ({arg} has shape {shape}); "
+                          "it is flattened", DataConversionWarning, stacklevel=3)
     if n is not None and (A.ndim != 1 or A.shape[0] != n):
-        raise ValueError(f"{arg} must be 1-D with one label per row of the features ({n}), got shape {A.shape}")
+        raise ValueError(f"{arg} must be 1-D with one label per row of the features ({n}), got shape {shape}")
     if A.ndim != 1:
-        raise ValueError(f"{arg} must be a 1-D array of labels, got shape {A.shape}")
+        raise ValueError(f"{arg} must be a 1-D array of labels, got shape {shape}")
     if A.size == 0:
         raise ValueError(f"{arg} is empty; pass at least one item")
     if A.dtype.kind == "f" and np.isnan(A).any():
@@ -125,10 +135,12 @@ def class_labels(y: Any, arg: str = "y", n: int | None = None) -> tuple[np.ndarr
     Returns ``(y, classes)`` with ``classes`` sorted (``np.unique``).
     """
     y = labels(y, arg, n)
-    kind = type_of_target(y, input_name=arg)
-    if kind not in ("binary", "multiclass"):
+    try:
+        check_classification_targets(y)
+    except ValueError:
+        kind = type_of_target(y, input_name=arg)
         raise ValueError(f"Unknown label type: {arg} looks {kind}; a classifier needs discrete class labels "
-                         "(integers or strings), not continuous values")
+                         "(integers or strings), not continuous values") from None
     classes = np.unique(y)
     if classes.size < 2:
         raise ValueError(f"{arg} has only one class {classes.tolist()}; a classifier needs at least two")
@@ -141,10 +153,13 @@ def paired(**arrays: Any) -> list[np.ndarray]:
     The keyword names are the argument names used in errors.
     """
     out = [labels(values, name) for name, values in arrays.items()]
-    names = list(arrays)
-    for name, arr in zip(names[1:], out[1:]):
-        if len(arr) != len(out[0]):
-            raise ValueError(f"{name} has {len(arr)} items but {names[0]} has {len(out[0])}; they must be paired")
+    try:
+        check_consistent_length(*out)
+    except ValueError:
+        names = list(arrays)
+        name, arr = next((k, a) for k, a in zip(names[1:], out[1:]) if len(a) != len(out[0]))
+        raise ValueError(f"{name} has {len(arr)} items but {names[0]} has {len(out[0])}; they must be paired"
+                         ) from None
     return out
 
 
@@ -175,21 +190,31 @@ def texts(values: Sequence[Any], arg: str = "texts") -> list[str]:
 
 def positive_int(value: Any, arg: str) -> int:
     """``value`` as an int >= 1 (integral floats such as ``3.0`` pass; bools, fractions and strings do not)."""
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-            or int(value) != value or value < 1):
-        raise ValueError(f"{arg} must be a positive integer, got {value!r}")
-    return int(value)
+    whole = (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+             and int(value) == value)
+    try:
+        if isinstance(value, bool):  # an int to Python and to check_scalar, never a count here
+            raise TypeError(arg)
+        return int(check_scalar(int(value) if whole else value, arg, numbers.Integral, min_val=1))
+    except (TypeError, ValueError):
+        raise ValueError(f"{arg} must be a positive integer, got {value!r}") from None
 
 
 def fraction(value: Any, arg: str) -> float:
     """``value`` as a float in [0, 1) (a dropout rate)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{arg} must be in [0, 1), got {value!r}")
-    return float(value)
+    try:
+        if isinstance(value, bool) or (isinstance(value, numbers.Real) and math.isnan(value)):
+            raise TypeError(arg)  # check_scalar takes bools as numbers and lets NaN through its comparisons
+        return float(check_scalar(value, arg, numbers.Real, min_val=0.0, max_val=1.0, include_boundaries="left"))
+    except (TypeError, ValueError):
+        raise ValueError(f"{arg} must be in [0, 1), got {value!r}") from None
 
 
 def significance(alpha: Any, arg: str = "alpha") -> float:
     """``alpha`` as a float strictly between 0 and 1 (a significance level or interval miss rate)."""
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"{arg} must lie strictly between 0 and 1, got {alpha!r}")
-    return float(alpha)
+    try:
+        if isinstance(alpha, bool) or (isinstance(alpha, numbers.Real) and math.isnan(alpha)):
+            raise TypeError(arg)  # check_scalar takes bools as numbers and lets NaN through its comparisons
+        return float(check_scalar(alpha, arg, numbers.Real, min_val=0.0, max_val=1.0, include_boundaries="neither"))
+    except (TypeError, ValueError):
+        raise ValueError(f"{arg} must lie strictly between 0 and 1, got {alpha!r}") from None

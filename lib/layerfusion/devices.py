@@ -35,6 +35,12 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16"
            "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
+def dtype_name(dtype: Any) -> str:
+    """A dtype's name as cache keys and records spell it: ``torch.bfloat16``, ``np.float32`` or ``"float32"`` ->
+    ``"bfloat16"`` / ``"float32"``."""
+    return str(dtype).removeprefix("torch.")
+
+
 @dataclass(frozen=True)
 class DtypeChoice:
     """A compute dtype and why it was chosen (recorded in provenance)."""
@@ -45,7 +51,7 @@ class DtypeChoice:
     @property
     def name(self) -> str:
         """The dtype's name without the ``torch.`` prefix (``"bfloat16"``), as cache keys spell it."""
-        return str(self.dtype).replace("torch.", "")
+        return dtype_name(self.dtype)
 
 
 def resolve_device(device: str | Any | None = None) -> Any:
@@ -68,7 +74,7 @@ def _parse_dtype(dtype: str | Any) -> Any:
 
     if isinstance(dtype, torch.dtype):
         return dtype
-    name = _DTYPES.get(str(dtype).replace("torch.", "").lower())
+    name = _DTYPES.get(dtype_name(dtype).lower())
     if name is None:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(set(_DTYPES.values()))} or None for the "
                          "automatic choice")

@@ -1,7 +1,7 @@
 """Extraction on a Ray cluster, into the same content-addressed cache as the single-process path.
 
 ``RayExecutor`` is an ``embeddings.Executor``: pass it as ``executor=`` to ``embeddings.embed`` / ``embed_all`` (or
-``extract.embed``). The driver plans every entry and its missing shards under the entries' locks, as without Ray.
+``embeddings.embed``). The driver plans every entry and its missing shards under the entries' locks, as without Ray.
 Each missing shard becomes one row of a Ray dataset (plan index, shard index, the shard's texts); a pool of Ray Data
 actors, each of which loads the model once, runs ``embeddings.compute_shard`` on its rows, so every shard is batched
 exactly as in one process and written atomically into the cache folder by the actor that computed it. The actor
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from layerfusion import embeddings, extract
+from layerfusion.progress import progress_bar
 
 INSTALL_HINT = 'pip install "layerfusion[distributed]"'
 logger = logging.getLogger(__name__)
@@ -76,22 +77,21 @@ class ShardWorker:
         self.max_retries = max_retries
         self.loaded = load(first.spec, device=device, dtype=first.model["dtype"], cache_dir=first.cache_dir)
         first.check(self.loaded)
-        self.provenance: dict[int, str] = {}
+        self.runs: dict[int, str] = {}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Compute the batch's shards; one output row (job, shard, record, provenance as JSON) per shard."""
-        out: dict[str, list[Any]] = {"job": [], "shard": [], "record": [], "provenance": []}
+        """Compute the batch's shards; one output row (job, shard, shard record, run record as JSON) per shard."""
+        out: dict[str, list[Any]] = {"job": [], "shard": [], "record": [], "run": []}
         for k, i, texts in zip(batch["job"], batch["shard"], batch["texts"]):
             k, i = int(k), int(i)
             plan = self.plans[k]
             info = self._compute(plan, i, [str(t) for t in texts])
-            if k not in self.provenance:
-                self.provenance[k] = json.dumps(embeddings.run_provenance(self.loaded, plan, executor="ray"),
-                                                default=str)
+            if k not in self.runs:
+                self.runs[k] = json.dumps(embeddings.run_record(self.loaded, plan, executor="ray"), default=str)
             out["job"].append(k)
             out["shard"].append(i)
             out["record"].append(json.dumps(info))
-            out["provenance"].append(self.provenance[k])
+            out["run"].append(self.runs[k])
         return {key: np.asarray(values) for key, values in out.items()}
 
     def _compute(self, plan: embeddings.EntryPlan, i: int, texts: list[str]) -> dict[str, Any]:
@@ -235,12 +235,12 @@ class RayExecutor:
                 setattr(context, name, value)
         done = 0
         total = sum(len(p.entry.rows(i)) for p in plans for i in p.missing)
-        with extract.progress_bar(total, f"embed {plans[0].spec.key} on Ray ({min(res.workers, len(rows))} workers)",
-                                  progress) as bar:
+        with progress_bar(total, f"embed {plans[0].spec.key} on Ray ({min(res.workers, len(rows))} workers)",
+                          progress) as bar:
             try:
                 for row in dataset.iter_rows():
                     k, i = int(row["job"]), int(row["shard"])
-                    record(k, i, json.loads(row["record"]), json.loads(row["provenance"]))
+                    record(k, i, json.loads(row["record"]), json.loads(row["run"]))
                     done += 1
                     bar.update(len(plans[k].entry.rows(i)))
             except Exception as err:  # noqa: BLE001 - Ray wraps worker errors in its own types; say what was kept

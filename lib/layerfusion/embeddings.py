@@ -27,11 +27,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from layerfusion import extract
+from layerfusion import cache as cache_mod
+from layerfusion import extract, models, paths
+from layerfusion.checks import texts as check_texts
+from layerfusion.data import fingerprint as data_fingerprint
+from layerfusion.devices import dtype_name
 from layerfusion.extract import ExtractionConfig
+from layerfusion.progress import progress_bar
 
 ShardDone = Callable[[int, int, dict[str, Any], dict[str, Any]], None]
-"""``record(plan_index, shard, manifest_record, provenance)``: how an executor hands a written shard back."""
+"""``record(plan_index, shard, shard_record, run_record)``: how an executor hands a written shard back."""
 
 
 @dataclass
@@ -116,7 +121,7 @@ class EntryPlan:
 
     def check(self, loaded: Any) -> None:
         """Raise ValueError if ``loaded`` is not the model this entry's key names (other weights or dtype)."""
-        dtype = str(loaded.dtype).replace("torch.", "")
+        dtype = dtype_name(loaded.dtype)
         if loaded.fingerprint != self.model["fingerprint"] or dtype != self.model["dtype"]:
             raise ValueError(f"model {self.spec.key!r}: loaded weights have fingerprint {loaded.fingerprint} in "
                              f"{dtype}, the cache entry expects {self.model['fingerprint']} in {self.model['dtype']}; "
@@ -145,19 +150,15 @@ def _texts_labels(dataset: Any, split: str | None) -> tuple[Any, list[str], np.n
         if "text" not in dataset.column_names:
             raise ValueError(f"dataset has no 'text' column (columns: {dataset.column_names})")
         labels = np.asarray(dataset["label"]) if "label" in dataset.column_names else None
-        return dataset, extract.check_texts(dataset["text"]), labels
-    return None, extract.check_texts(dataset), None
+        return dataset, check_texts(dataset["text"]), labels
+    return None, check_texts(dataset), None
 
 
 def _dataset_fingerprint(split_ds: Any, texts: list[str], labels: np.ndarray | None) -> str:
-    """``layerfusion.data.fingerprint`` when available, else sha256 over texts and labels."""
+    """``layerfusion.data.fingerprint`` of a ``datasets.Dataset`` (labelled or not), else, for a list of texts,
+    sha256 over the texts (and labels when given)."""
     if split_ds is not None:
-        try:
-            from layerfusion.data import fingerprint
-        except ImportError:
-            fingerprint = None
-        if fingerprint is not None:
-            return str(fingerprint(split_ds))
+        return str(data_fingerprint(split_ds))
     h = hashlib.sha256()
     for i, text in enumerate(texts):
         h.update(text.encode("utf-8"))
@@ -170,24 +171,23 @@ def plan(model: Any, dataset: Any, split: str | None = None, config: ExtractionC
          device: str | None = None) -> EntryPlan:
     """The cache entry for ``model`` on a dataset split (arguments as in ``embed``), without reading any shard.
 
-    The cache key holds the compute dtype: taken from ``loaded`` when given, else ``config.dtype``, else the default
-    for ``device`` (where the shards will run; default ``config.device`` or this machine's best device).
+    The cache key holds the compute dtype and device type: taken from ``loaded`` when given, else ``config.dtype``
+    (else the default for the device) and ``device`` (where the shards will run; default ``config.device`` or this
+    machine's best device). Names (registry key, hub id) are metadata only (``cache.cache_key``).
     """
-    from layerfusion import cache as cache_mod
-    from layerfusion import models, paths
-
     config = config or ExtractionConfig()
     if isinstance(model, models.LoadedModel):
         loaded, model = model, model.spec
     spec = loaded.spec if loaded is not None else models.get_spec(model)
     split_ds, texts, labels = _texts_labels(dataset, split)
     if loaded is not None:
-        fingerprint, dtype = loaded.fingerprint, loaded.dtype
+        fingerprint, dtype, where = loaded.fingerprint, loaded.dtype, models.resolve_device(loaded.device)
     else:
-        fingerprint = cache_mod.model_fingerprint(spec, cache_dir)
-        dtype = models.resolve_dtype(config.dtype, models.resolve_device(device or config.device))
-    model_info = {"key": spec.key, "hf_id": spec.hf_id, "fingerprint": fingerprint,
-                  "dtype": str(dtype).replace("torch.", ""), **cache_mod.input_conventions(spec)}
+        fingerprint = models.weights_fingerprint(spec, cache_dir)
+        where = models.resolve_device(device or config.device)
+        dtype = models.resolve_dtype(config.dtype, where)
+    model_info = {"key": spec.key, "hf_id": spec.hf_id, "fingerprint": fingerprint, "dtype": dtype_name(dtype),
+                  "device": where.type, **cache_mod.input_conventions(spec)}
     layers = extract.resolve_layers(config.layers, spec.n_layers + 1)
     data_fp = _dataset_fingerprint(split_ds, texts, labels)
     store = cache_mod.EmbeddingCache(paths.cache_dir(cache_dir) / "embeddings")
@@ -210,16 +210,15 @@ def compute_shard(loaded: Any, plan: EntryPlan, i: int, texts: Sequence[str] | N
         raise ValueError(f"shard {i} of {plan.entry.path} holds {len(plan.entry.rows(i))} texts, got {len(texts)}")
     result = extract.extract_texts(loaded, texts, plan.config, progress, bar=bar)
     stacked = np.stack([result[p] for p in plan.config.poolings])
-    return plan.entry.store_shard(i, stacked, n_truncated=result.n_truncated,
-                                  stats={"seconds": result.seconds, "real_tokens": result.real_tokens,
-                                         "padded_tokens": result.padded_tokens})
+    return plan.entry.write_shard_file(i, stacked, n_truncated=result.n_truncated,
+                                       stats={"seconds": result.seconds, "real_tokens": result.real_tokens,
+                                              "padded_tokens": result.padded_tokens},
+                                       compute=cache_mod.compute_record(loaded))
 
 
-def run_provenance(loaded: Any, plan: EntryPlan, **extra: Any) -> dict[str, Any]:
-    """Who computes ``plan``'s shards, where and with what (``cache.provenance``), plus ``extra`` keys."""
-    from layerfusion import cache as cache_mod
-
-    info = cache_mod.provenance(loaded, plan.config, plan.dataset["fingerprint"], plan.dataset["name"],
+def run_record(loaded: Any, plan: EntryPlan, **extra: Any) -> dict[str, Any]:
+    """Who computes ``plan``'s shards, where and with what (``cache.run_record``), plus ``extra`` keys."""
+    info = cache_mod.run_record(loaded, plan.config, plan.dataset["fingerprint"], plan.dataset["name"],
                                 plan.dataset["split"])
     return {**info, **extra}
 
@@ -227,8 +226,6 @@ def run_provenance(loaded: Any, plan: EntryPlan, **extra: Any) -> dict[str, Any]
 def _compute_here(plans: list[EntryPlan], record: ShardDone, loaded: Any, loader: Callable[[], Any] | None,
                   progress: bool) -> None:
     """The in-process executor: load the model once (unless given), then every missing shard in order."""
-    from layerfusion import models
-
     first = plans[0]
     if loaded is None:
         loaded = (loader() if loader is not None
@@ -238,11 +235,11 @@ def _compute_here(plans: list[EntryPlan], record: ShardDone, loaded: Any, loader
     total = sum(len(p.entry.rows(i)) for p in plans for i in p.missing)
     where = " ".join(str(x) for x in (first.dataset["name"], first.dataset["split"]) if x)
     desc = f"embed {first.spec.key} {where}".rstrip() if len(plans) == 1 else f"embed {first.spec.key} x{len(plans)}"
-    with extract.progress_bar(total, desc, progress) as bar:
+    with progress_bar(total, desc, progress) as bar:
         for k, p in enumerate(plans):
-            provenance = run_provenance(loaded, p)
+            run = run_record(loaded, p)
             for i in p.missing:
-                record(k, i, compute_shard(loaded, p, i, progress=progress, bar=bar), provenance)
+                record(k, i, compute_shard(loaded, p, i, progress=progress, bar=bar), run)
 
 
 def _assemble(plan: EntryPlan, shards: dict[int, np.ndarray]) -> LayerEmbeddings:
@@ -250,7 +247,7 @@ def _assemble(plan: EntryPlan, shards: dict[int, np.ndarray]) -> LayerEmbeddings
     joined = np.concatenate([shards[i] for i in range(entry.n_shards)], axis=1)
     vectors = {p: joined[k] for k, p in enumerate(plan.config.poolings)}
     return LayerEmbeddings(vectors=vectors, layers=plan.layers, labels=plan.labels, n_truncated=entry.n_truncated,
-                           provenance={**entry.provenance(), "extraction": entry.extraction_stats()}, path=entry.path)
+                           provenance={**entry.describe(), "extraction": entry.extraction_stats()}, path=entry.path)
 
 
 def embed_all(plans: Sequence[EntryPlan], *, executor: Executor | None = None, loaded: Any = None,
@@ -280,9 +277,9 @@ def embed_all(plans: Sequence[EntryPlan], *, executor: Executor | None = None, l
         if pending:
             runs: set[int] = set()
 
-            def record(k: int, i: int, info: dict[str, Any], provenance: dict[str, Any]) -> None:
+            def record(k: int, i: int, info: dict[str, Any], run: dict[str, Any]) -> None:
                 if k not in runs:
-                    pending[k].entry.record_provenance(provenance)
+                    pending[k].entry.add_run_record(run)
                     runs.add(k)
                 pending[k].entry.record_shard(i, info)
 
@@ -321,8 +318,6 @@ def embed(model: Any, dataset: Any, split: str | None = None, config: Extraction
     ``<cache_dir>/embeddings``. ``executor`` (e.g. ``distributed.RayExecutor``) computes the missing shards elsewhere
     and writes them into the same cache, byte for byte as this process would.
     """
-    from layerfusion import models
-
     config = config or ExtractionConfig()
     if isinstance(model, models.LoadedModel):
         loaded = model

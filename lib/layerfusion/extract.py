@@ -6,9 +6,9 @@ kept layer as soon as the layer has run (so only one batch's token states of one
 after the deepest requested layer, and restores the input order. On out-of-memory it halves the batch and retries.
 A model that produces NaN or inf fails at once, naming the model, the layer and the text.
 
-``embed`` and ``LayerEmbeddings``, the cached one-call API the notebooks use, live in ``layerfusion.embeddings`` and
-stay importable from here. Progress (texts/s, ETA) goes to the output, or to the file ``$LAYERFUSION_PROGRESS_FILE``
-names (``progress_bar``).
+``embed`` and ``LayerEmbeddings``, the cached one-call API the notebooks use, live in ``layerfusion.embeddings``.
+Progress (texts/s, ETA) goes to the output, or to the file ``$LAYERFUSION_PROGRESS_FILE`` names
+(``layerfusion.progress``).
 
 Hidden-state indices follow ``output_hidden_states``: 0 is the embedding layer (the input of block 0), i is the
 output of block i, and the last index L is ``last_hidden_state`` (after the final norm in Llama-family models).
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -27,14 +26,13 @@ from typing import Any
 import numpy as np
 
 from layerfusion import pooling as pooling_mod
-from layerfusion.models.spec import format_texts
 from layerfusion.checks import texts as check_texts
+from layerfusion.devices import dtype_name
+from layerfusion.models.blocks import block_list
+from layerfusion.models.spec import format_texts
+from layerfusion.progress import progress_bar
 
 logger = logging.getLogger(__name__)
-
-PROGRESS_FILE_ENV = "LAYERFUSION_PROGRESS_FILE"
-"""Names a file that extraction progress bars append to instead of the output (see ``progress_bar``)."""
-
 
 @dataclass(frozen=True)
 class ExtractionConfig:
@@ -75,7 +73,7 @@ class ExtractionConfig:
                 or not 0.0 <= self.max_padding <= 1.0:
             raise ValueError(f"ExtractionConfig.max_padding must be a fraction in [0, 1], got {self.max_padding!r}")
         if self.dtype is not None and not isinstance(self.dtype, str):
-            object.__setattr__(self, "dtype", str(self.dtype).replace("torch.", ""))
+            object.__setattr__(self, "dtype", dtype_name(self.dtype))
         if self.device is not None and not isinstance(self.device, str):
             object.__setattr__(self, "device", str(self.device))
 
@@ -155,66 +153,8 @@ def _pad(ids: list[list[int]], pad_id: int, side: str) -> tuple[np.ndarray, np.n
 # --- the forward pass with layer taps ----------------------------------------------------------------------------
 
 
-class _AppendToFile:
-    """A write-only text sink that appends every write to ``path`` (opened per write: nothing stays open, and a
-    reader can follow the file while the writer runs)."""
-
-    encoding = "utf-8"
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def write(self, text: str) -> int:
-        with open(self.path, "a", encoding=self.encoding) as fh:
-            return fh.write(text)
-
-    def flush(self) -> None:
-        """Nothing to flush: every write is closed at once."""
-
-
-def progress_bar(total: int, desc: str, progress: bool = True, unit: str = "text") -> Any:
-    """A tqdm bar over ``total`` texts (or other ``unit``\ s) that shows the rate and an ETA.
-
-    When ``$LAYERFUSION_PROGRESS_FILE`` names a file, the bar is appended there whatever ``progress`` and
-    ``TQDM_DISABLE`` say, and nothing goes to the output: ``layerfusion report`` sets it for the notebook kernels
-    and copies the file to the terminal, so a long extraction shows progress while the executed notebooks (the
-    book) stay clean. Otherwise this is the usual ``tqdm.auto`` bar, shown when ``progress``.
-    """
-    side = os.environ.get(PROGRESS_FILE_ENV)
-    if side:
-        from tqdm import tqdm as plain_tqdm
-
-        return plain_tqdm(total=total, desc=desc, unit=unit, file=_AppendToFile(side), disable=False,
-                          mininterval=1.0, ncols=100)
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=not progress)
-
-
 class _StopForward(Exception):
     """Raised from a hook once the deepest requested layer has been pooled."""
-
-
-_LAYER_PATHS = ("layers", "model.layers", "encoder.layer", "h", "transformer.h", "decoder.layers",
-                "language_model.layers")
-
-
-def block_list(model: Any) -> Any:
-    """The ``nn.ModuleList`` of transformer blocks (``num_hidden_layers`` long) of an ``AutoModel``."""
-    import torch
-
-    n = int(model.config.num_hidden_layers)
-    for path in _LAYER_PATHS:
-        module = model
-        for part in path.split("."):
-            module = getattr(module, part, None)
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
-            return module
-    for _, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
-            return module
-    raise ValueError(f"cannot find the {n} transformer blocks of {type(model).__name__}; add its block list to "
-                     "layerfusion.extract._LAYER_PATHS")
 
 
 class _Taps:
@@ -460,7 +400,7 @@ def _check_finite(loaded: Any, finite: np.ndarray, batch: np.ndarray, layers: tu
     rows = np.flatnonzero(bad.any(axis=1))
     row = rows[np.argmin(batch[rows])]
     text, layer = int(batch[row]), layers[int(np.argmax(bad[row]))]
-    dtype = str(getattr(loaded, "dtype", "?")).replace("torch.", "")
+    dtype = dtype_name(getattr(loaded, "dtype", "?"))
     advice = ("load it in float32 (ExtractionConfig(dtype='float32') or models.load(..., dtype='float32'))"
               if dtype != "float32" else "check its weights and this input; float32 did not help")
     raise ValueError(f"model {getattr(loaded.spec, 'key', '?')!r} produced NaN/inf at hidden-state layer {layer} "
@@ -488,11 +428,3 @@ def _run_batch(taps: _Taps, loaded: Any, ids: list[list[int]], side: str, accept
         kwargs["use_cache"] = False
     return taps.run(input_ids, mask, kwargs)
 
-
-def __getattr__(name: str) -> Any:
-    """``extract.embed`` and ``extract.LayerEmbeddings`` (moved to ``layerfusion.embeddings``, imported on use)."""
-    if name in ("embed", "LayerEmbeddings"):
-        from layerfusion import embeddings
-
-        return getattr(embeddings, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

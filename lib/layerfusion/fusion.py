@@ -38,15 +38,27 @@ FLOOR = 1e-6
 one rule, see ``layerfusion.scaling``)."""
 
 
-def register_operator(cls: type[FusionOperator]) -> type[FusionOperator]:
-    """Class decorator: add a ``FusionOperator`` subclass to ``OPERATORS`` under its ``name``."""
-    if not (isinstance(cls, type) and issubclass(cls, FusionOperator)):
-        raise ValueError(f"register_operator: {cls!r} is not a FusionOperator subclass; derive from FusionOperator")
-    name = getattr(cls, "name", "")
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"register_operator: {cls.__name__} needs a non-empty class attribute `name`")
-    OPERATORS[name] = cls
-    return cls
+def register_operator(cls: type[FusionOperator] | None = None, *, overwrite: bool = False) -> Any:
+    """Class decorator: add a ``FusionOperator`` subclass to ``OPERATORS`` under its ``name``.
+
+    The rule of ``models.register``: registering the same class again is a no-op; another class under a taken name
+    needs ``@register_operator(overwrite=True)``.
+    """
+    def add(cls: type[FusionOperator]) -> type[FusionOperator]:
+        if not (isinstance(cls, type) and issubclass(cls, FusionOperator)):
+            raise ValueError(f"register_operator: {cls!r} is not a FusionOperator subclass; derive from "
+                             "FusionOperator")
+        name = getattr(cls, "name", "")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"register_operator: {cls.__name__} needs a non-empty class attribute `name`")
+        known = OPERATORS.get(name)
+        if known is not None and known is not cls and not overwrite:
+            raise ValueError(f"fusion operator {name!r} is already registered ({known.__name__}); pass "
+                             "@register_operator(overwrite=True) to replace it")
+        OPERATORS[name] = cls
+        return cls
+
+    return add if cls is None else add(cls)
 
 
 class FusionOperator(nn.Module):

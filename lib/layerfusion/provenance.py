@@ -76,6 +76,11 @@ def versions() -> dict[str, str | None]:
         if dist is None:
             out[key] = platform.python_version()
             continue
+        if dist == "layerfusion":  # the source's own version (an editable install's metadata can be stale)
+            import layerfusion
+
+            out[key] = layerfusion.__version__
+            continue
         try:
             out[key] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -83,15 +88,13 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def git_info(root: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Commit SHA and dirty flag of the checkout (both None outside git or without a git binary).
+def git_info(root: str | os.PathLike | None = None, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Commit SHA and dirty flag of the git checkout at ``root`` (default: the current folder); both None outside
+    git or without a git binary.
 
-    ``dirty`` counts modified and untracked files except under ``results/`` and ``book/executed/``, which the
-    notebooks themselves write.
+    ``dirty`` counts modified and untracked files except under the ``exclude`` paths (a caller's own outputs).
     """
-    from layerfusion import paths
-
-    cwd = Path(root) if root is not None else paths.repo_root()
+    cwd = Path(root) if root is not None else Path.cwd()
 
     def git(*args: str) -> str | None:
         try:
@@ -103,5 +106,5 @@ def git_info(root: str | os.PathLike | None = None) -> dict[str, Any]:
     sha = git("rev-parse", "HEAD")
     if sha is None:
         return {"sha": None, "dirty": None}
-    status = git("status", "--porcelain", "--", ".", ":(exclude)results", ":(exclude)book/executed")
+    status = git("status", "--porcelain", "--", ".", *(f":(exclude){path}" for path in exclude))
     return {"sha": sha.strip(), "dirty": None if status is None else bool(status.strip())}

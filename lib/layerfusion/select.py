@@ -78,7 +78,6 @@ def indistinguishable_from_best(y_val: Sequence | np.ndarray, val_preds: np.ndar
     return [i for i in range(preds.shape[0]) if i not in worse]
 
 
-_RESAMPLE_BLOCK = 4_000_000  # resampled items held in memory at once
 
 
 def selection_frequencies(correct: np.ndarray, n_boot: int = 1000, random_state: int = 0) -> np.ndarray:
@@ -104,15 +103,9 @@ def selection_frequencies(correct: np.ndarray, n_boot: int = 1000, random_state:
     n_boot = checks.positive_int(n_boot, "n_boot")
     L, n_cs, n = c.shape
     flat = c.reshape(L * n_cs, n).astype(np.float64).T
-    rng = np.random.default_rng(random_state)
     counts = np.zeros(L, dtype=np.int64)
-    block = max(1, _RESAMPLE_BLOCK // n)
-    for start in range(0, n_boot, block):
-        size = min(block, n_boot - start)
-        idx = rng.integers(0, n, size=(size, n))
-        rows = (np.arange(size)[:, None] * n + idx).ravel()
-        weights = np.bincount(rows, minlength=size * n).reshape(size, n).astype(np.float64)
-        layer_scores = (weights @ flat).reshape(size, L, n_cs).max(axis=2)
+    for idx in stats.bootstrap_indices(n, n_boot, random_state):
+        layer_scores = (stats.resample_counts(idx, n) @ flat).reshape(len(idx), L, n_cs).max(axis=2)
         counts += np.bincount(layer_scores.argmax(axis=1), minlength=L)
     return counts / n_boot
 

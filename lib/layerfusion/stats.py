@@ -7,7 +7,7 @@ the smallest difference it could have detected (``mcnemar_mde``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -92,6 +92,28 @@ def _macro_f1_weighted(y: np.ndarray, pred: np.ndarray, k: int, weights: np.ndar
     return f1.sum(axis=1) / present.sum(axis=1)
 
 
+def bootstrap_indices(n: int, n_resamples: int, random_state: int) -> Iterator[np.ndarray]:
+    """The engine's one bootstrap draw: ``n_resamples`` resamples of ``n`` items with replacement, yielded in blocks
+    of (resamples, n) index arrays small enough to hold in memory; deterministic for a seed.
+
+    ``bootstrap_ci``, ``paired_bootstrap`` and ``select.selection_frequencies`` all draw here. Why not
+    ``scipy.stats.bootstrap``: these statistics are scored for many arrays on the same resample (both classifiers of
+    a pair, every layer and C of a selection) and vectorised through resample counts (``resample_counts``), which
+    scipy's API does not expose; the percentile interval itself is one ``np.quantile``.
+    """
+    checks.positive_int(n_resamples, "n_resamples")
+    rng = np.random.default_rng(random_state)
+    block = max(1, _RESAMPLE_BLOCK // n)
+    for start in range(0, n_resamples, block):
+        yield rng.integers(0, n, size=(min(block, n_resamples - start), n))
+
+
+def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """(resamples, n) float64 counts of how often each item was drawn in each resample of ``idx``."""
+    flat = (np.arange(len(idx))[:, None] * n + idx).ravel()
+    return np.bincount(flat, minlength=len(idx) * n).reshape(len(idx), n).astype(np.float64)
+
+
 def _resample_scores(metric: Metric, y: np.ndarray, preds: list[np.ndarray], n_resamples: int,
                      random_state: int) -> tuple[list[float], np.ndarray]:
     """Point estimates and (n_resamples, len(preds)) bootstrap values of ``metric`` for each prediction array.
@@ -100,8 +122,6 @@ def _resample_scores(metric: Metric, y: np.ndarray, preds: list[np.ndarray], n_r
     """
     checks.positive_int(n_resamples, "n_resamples")
     n = len(y)
-    rng = np.random.default_rng(random_state)
-    block = max(1, _RESAMPLE_BLOCK // n)
     out = np.empty((n_resamples, len(preds)))
     if callable(metric):
         estimates = [float(metric(y, p)) for p in preds]
@@ -112,9 +132,10 @@ def _resample_scores(metric: Metric, y: np.ndarray, preds: list[np.ndarray], n_r
         estimates = [macro_f1(y, p) for p in preds]
     else:
         raise ValueError(f"metric must be 'accuracy', 'macro_f1' or a callable(y_true, y_pred), got {metric!r}")
-    for start in range(0, n_resamples, block):
-        idx = rng.integers(0, n, size=(min(block, n_resamples - start), n))
+    start = 0
+    for idx in bootstrap_indices(n, n_resamples, random_state):
         rows = slice(start, start + len(idx))
+        start += len(idx)
         if callable(metric):
             for j, p in enumerate(preds):
                 out[rows, j] = [metric(y[i], p[i]) for i in idx]
@@ -122,8 +143,7 @@ def _resample_scores(metric: Metric, y: np.ndarray, preds: list[np.ndarray], n_r
             for j, p in enumerate(preds):
                 out[rows, j] = (y == p)[idx].mean(axis=1)
         else:
-            flat = (np.arange(len(idx))[:, None] * n + idx).ravel()
-            weights = np.bincount(flat, minlength=len(idx) * n).reshape(len(idx), n).astype(np.float64)
+            weights = resample_counts(idx, n)
             for j in range(len(preds)):
                 out[rows, j] = _macro_f1_weighted(encoded[0], encoded[j + 1], k, weights)
     return estimates, out

@@ -170,12 +170,14 @@ def load(source: str | os.PathLike | DatasetDict, data_dir: str | os.PathLike | 
 
 
 def fingerprint(split: Dataset) -> str:
-    """sha256 over (idx, text, label) of every row, in order; stable across processes (part of cache keys)."""
-    missing = {"text", "label"} - set(split.column_names)
-    if missing:
-        raise ValueError(f"dataset split lacks columns {sorted(missing)} (has {split.column_names})")
+    """sha256 over (idx, text, label) of every row, in order; stable across processes (part of cache keys).
+
+    An unlabelled split (no ``label`` column) hashes ``null`` as every label, so it can be embedded too.
+    """
+    if "text" not in split.column_names:
+        raise ValueError(f"dataset split lacks a 'text' column (has {split.column_names})")
     texts = list(split["text"])
-    labels = list(split["label"])
+    labels = list(split["label"]) if "label" in split.column_names else [None] * len(texts)
     idx = list(split["idx"]) if "idx" in split.column_names else list(range(len(texts)))
     h = hashlib.sha256()
     for i, text, label in zip(idx, texts, labels):

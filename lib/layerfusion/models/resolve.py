@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from layerfusion import files, paths
+from layerfusion.models.blocks import block_list
 from layerfusion.models.registry import REGISTRY, register
 from layerfusion.models.spec import ModelSpec
 
@@ -184,12 +185,10 @@ def _check_blocks(config: Any, name: str, trust_remote_code: bool) -> None:
     import torch
     from transformers import AutoModel
 
-    from layerfusion import extract
-
     with torch.device("meta"):
         model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
     try:
-        extract.block_list(model)
+        block_list(model)
     except ValueError as err:
         raise ValueError(f"model {name!r}: {err}") from None
 

@@ -15,6 +15,8 @@ from typing import TextIO
 
 import pandas as pd
 
+from layerfusion.progress import PROGRESS_FILE_ENV
+
 PROFILE_HELP = "a profile name in params/ (ci, default, paper) or the path of a profile YAML file"
 
 
@@ -144,8 +146,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Execute the chapters with papermill under a profile into the folder the book is built from."""
     import papermill as pm
 
-    from layerfusion.paths import repo_root
     from layerfusion.study import chapters, settings
+    from layerfusion.study.workspace import repo_root
     from layerfusion.study.features import StudyConfig
 
     root = repo_root()
@@ -166,21 +168,47 @@ def cmd_report(args: argparse.Namespace) -> int:
         with progress_from_kernel(sys.stderr):
             pm.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(out),
                                 parameters={"profile": profile}, cwd=str(root / "notebooks"),
-                                progress_bar=False, kernel_name="python3")
+                                progress_bar=False, kernel_name="python3",
+                                kernel_manager_class=ipc_kernel_manager())
         hide_injected_parameters(out)
         print(f"[{number}/{len(names)} {name}] done in {time.perf_counter() - start:.0f} s", flush=True)
     return 0
 
 
+def ipc_kernel_manager() -> type:
+    """A jupyter kernel manager that talks to its kernel over IPC (Unix sockets in a private temp folder), not TCP.
+
+    ipykernel 7 warns "Kernel is running over TCP without encryption" for every TCP kernel, which a reader takes for
+    a security problem; over IPC the warning does not apply, and the sockets are files in the user's Jupyter runtime
+    folder (removed when the kernel shuts down).
+    """
+    import uuid
+
+    from jupyter_client import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            Path(jupyter_runtime_dir()).mkdir(parents=True, exist_ok=True)
+            return str(Path(jupyter_runtime_dir()) / f"lf-kernel-{uuid.uuid4().hex[:12]}-ipc")
+
+    return IPCKernelManager
+
+
 @contextlib.contextmanager
 def progress_from_kernel(stream: TextIO) -> Iterator[Path]:
     """While the block runs, let notebook kernels started in it write extraction progress bars to a side file
-    (``extract.PROGRESS_FILE_ENV``, inherited through the environment) and copy that file to ``stream``.
+    (``progress.PROGRESS_FILE_ENV``, inherited through the environment) and copy that file to ``stream``.
 
     The terminal then shows a live bar with texts/s and an ETA during a long extraction, while the executed notebook,
     which becomes the book, holds no progress output. Yields the side file's path.
     """
-    from layerfusion.extract import PROGRESS_FILE_ENV
 
     stop = threading.Event()
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from layerfusion import data as data_mod
 from layerfusion import embeddings, extract, models
+from layerfusion.study import workspace
 from layerfusion.study.settings import StudyConfig
 
 __all__ = ["Study", "StudyConfig"]
@@ -96,6 +97,7 @@ class Study:
             sub = self.config.subsample_of(dataset)
             self._data[dataset] = data_mod.load(
                 dataset,
+                data_dir=workspace.data_dir(),
                 validation_size=self.config.validation_size,
                 seed=self.config.seed,
                 max_train=sub.train,
@@ -108,12 +110,12 @@ class Study:
         """Integer labels of one split."""
         return np.asarray(self.data(dataset)[split]["label"])
 
-    def features(self, model: str, dataset: str, split: str) -> "extract.LayerEmbeddings":
+    def features(self, model: str, dataset: str, split: str) -> "embeddings.LayerEmbeddings":
         """Pooled vectors of every layer for one split (cached on disk and in memory)."""
         key = (model, dataset, split)
         if key not in self._features:
             start = time.perf_counter()
-            emb = extract.embed(
+            emb = embeddings.embed(
                 model,
                 self.data(dataset)[split],
                 dataset_name=dataset,

@@ -1,4 +1,8 @@
-"""Where profiles live and how a profile file is read: ``params/<name>.yaml`` by name, or any YAML file by path.
+"""Where profiles live and how a profile file is read: ``<PARAMS_DIR>/<name>.yaml`` by name, or any YAML file by path.
+
+The shipped profiles (ci, quick, default, paper) are package data of the study (``layerfusion/study/params/``, in
+the checkout a link to ``params/``), so a ``pip install``-ed ``layerfusion extract --profile ci`` finds them outside
+the checkout; ``$LAYERFUSION_PARAMS_DIR`` names another folder of profiles.
 
 ``locate`` finds the file, ``read`` returns its raw mapping with the profile's name checked; the typed settings
 (``layerfusion.study.settings.StudyConfig.from_profile``) validate what it holds.
@@ -12,14 +16,18 @@ from typing import Any
 
 import yaml
 
-from layerfusion import paths
 from layerfusion.study.schema import ProfileError
 
 SUFFIXES = (".yaml", ".yml")
+PARAMS_ENV = "LAYERFUSION_PARAMS_DIR"
+PARAMS_DIR = Path(__file__).resolve().parent / "params"
+"""The shipped profiles (package data)."""
 
 
 def _params_dir(params_dir: str | os.PathLike | None) -> Path:
-    folder = Path(params_dir) if params_dir is not None else paths.repo_root() / "params"
+    if params_dir is None:
+        params_dir = os.environ.get(PARAMS_ENV) or PARAMS_DIR
+    folder = Path(params_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"profile folder {folder} does not exist; pass params_dir= pointing at the folder "
                                 f"holding <profile>.yaml files")
@@ -27,7 +35,7 @@ def _params_dir(params_dir: str | os.PathLike | None) -> Path:
 
 
 def available(params_dir: str | os.PathLike | None = None) -> list[str]:
-    """Names of the profiles in ``params_dir`` (default ``<repo>/params``), sorted."""
+    """Names of the profiles in ``params_dir`` (default ``$LAYERFUSION_PARAMS_DIR``, else the shipped ones), sorted."""
     return sorted(p.stem for p in _params_dir(params_dir).iterdir() if p.suffix in SUFFIXES and p.is_file())
 
 

@@ -16,8 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from layerfusion import paths
-from layerfusion.study import results, settings
+from layerfusion.study import results, settings, workspace
 from layerfusion.study.features import Study
 from layerfusion.study.settings import StudyConfig
 
@@ -57,7 +56,7 @@ class Run:
 def start(profile: str, chapter: str, seed: int | None = None, results_dir: str | Path | None = None,
           **extra: Any) -> Run:
     """Open a run for one chapter under ``profile``; results go to ``results/<profile>/``."""
-    base = paths.results_dir(results_dir) / profile
+    base = workspace.results_dir(results_dir) / profile
     base.mkdir(parents=True, exist_ok=True)
     info = results.run_info(profile, seed=seed, chapter=chapter, **extra)
     return Run(profile=profile, info=info, results_dir=base)

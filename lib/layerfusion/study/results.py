@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from layerfusion import files, paths
+from layerfusion import files
+from layerfusion.study import workspace
 from layerfusion.provenance import git_info, hardware, versions
 
 RESERVED_KEYS = ("run_id", "started_at", "profile", "seed", "git", "versions", "hardware")
@@ -46,7 +47,7 @@ def run_info(profile: str, seed: int | None = None, **extra: Any) -> dict[str, A
         raise ValueError(f"run_info: extra keys {clash} clash with the record's own fields {list(RESERVED_KEYS)}")
     now = dt.datetime.now(dt.timezone.utc)
     return {"run_id": f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}", "started_at": now.isoformat(timespec="seconds"),
-            "profile": profile, "seed": seed, "git": git_info(), "versions": versions(), "hardware": hardware(),
+            "profile": profile, "seed": seed, "git": git_info(workspace.repo_root(), exclude=("results", "book/executed")), "versions": versions(), "hardware": hardware(),
             **extra}
 
 
@@ -111,7 +112,7 @@ def write(name: str, rows: list[dict[str, Any]] | pd.DataFrame, run: dict[str, A
     if not isinstance(run, dict):
         raise TypeError(f"run for {name!r} must be the dict from results.run_info, got {type(run).__name__}")
     payload = {"run": to_jsonable(run, "run"), "rows": to_jsonable(records, "rows")}
-    target = paths.results_dir(results_dir) / f"{name}.json"
+    target = workspace.results_dir(results_dir) / f"{name}.json"
     return files.atomic_write_json(target, payload, ensure_ascii=False, indent=1, allow_nan=False)
 
 
@@ -121,7 +122,7 @@ def producers(name: str, notebooks_dir: str | os.PathLike | None = None) -> list
 
     ``runtime_<chapter>`` (written by ``report.finish``) maps to the notebook named ``NN_<chapter>.ipynb``.
     """
-    folder = Path(notebooks_dir) if notebooks_dir is not None else paths.repo_root() / "notebooks"
+    folder = Path(notebooks_dir) if notebooks_dir is not None else workspace.repo_root() / "notebooks"
     found = []
     for nb in sorted(folder.glob("*.ipynb")):
         if name.startswith("runtime_") and nb.stem.split("_", 1)[-1] == name[len("runtime_"):]:
@@ -147,7 +148,7 @@ def producers(name: str, notebooks_dir: str | os.PathLike | None = None) -> list
 def read(name: str, results_dir: str | os.PathLike | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The rows of ``<results_dir>/<name>.json`` as a DataFrame, and the run record that wrote them."""
     _check_name(name)
-    path = paths.results_dir(results_dir) / f"{name}.json"
+    path = workspace.results_dir(results_dir) / f"{name}.json"
     if not path.is_file():
         made_by = producers(name)
         by = f"notebook {', '.join(made_by)}" if made_by else "the notebook that saves it (see notebooks/)"

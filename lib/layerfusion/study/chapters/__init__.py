@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from layerfusion import paths
+from layerfusion.study import workspace
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_([a-z][a-z0-9_]*)$")
 """A chapter notebook's stem: two digits (its place in the book), an underscore, the chapter's module name."""
@@ -20,7 +20,7 @@ NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_([a-z][a-z0-9_]*)$")
 
 def notebooks(folder: str | os.PathLike | None = None) -> dict[str, str]:
     """Chapter notebooks in book order: notebook stem (``02_layer_analysis``) -> chapter name (``layer_analysis``)."""
-    folder = Path(folder) if folder is not None else paths.repo_root() / "notebooks"
+    folder = Path(folder) if folder is not None else workspace.repo_root() / "notebooks"
     found = {}
     for path in sorted(folder.glob("*.ipynb")):
         match = NOTEBOOK_PATTERN.match(path.stem)

@@ -5,7 +5,7 @@ bf16 runs two to six times faster than fp32 on CPUs with native bf16 and is the 
 checks what it costs: per model, the per-layer cosine between bf16 and fp32 pooled vectors of the same texts
 (``dtype_agreement``); for one model x dataset, the per-layer probe accuracy in both dtypes with McNemar's paired
 test and Holm's correction across layers (``dtype_probe_comparison``); a one-row summary for the prose
-(``summarise_dtypes``) and a figure (``plot_dtype_agreement``). Every extraction goes through ``extract.embed`` with
+(``summarise_dtypes``) and a figure (``plot_dtype_agreement``). Every extraction goes through ``embeddings.embed`` with
 the dtype set explicitly, so it is cached (the dtype is part of the cache key) and a re-run is cheap.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from layerfusion import data as data_mod
-from layerfusion import devices, diagnostics, extract, probe, stats
+from layerfusion import devices, diagnostics, embeddings, probe, stats
 from layerfusion.models import load as load_model
 from layerfusion.study.features import Study
 
@@ -80,9 +80,9 @@ def _check_dtypes(dtypes: tuple[str, str]) -> tuple[str, str]:
 
 
 def _embed(study: Any, model: str, dataset: str, split: str, rows: Any, dtype: str, loader: Any
-           ) -> extract.LayerEmbeddings:
+           ) -> embeddings.LayerEmbeddings:
     config = replace(study.config.extraction_config(dataset), dtype=dtype)
-    return extract.embed(model, rows, dataset_name=dataset, split=split, config=config, cache_dir=study.cache_dir,
+    return embeddings.embed(model, rows, dataset_name=dataset, split=split, config=config, cache_dir=study.cache_dir,
                          progress=study.progress, loader=loader)
 
 

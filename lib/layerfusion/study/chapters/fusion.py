@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from layerfusion import diagnostics, fusion, stats
 from layerfusion.data import SPLITS
-from layerfusion.extract import progress_bar
+from layerfusion.progress import progress_bar
 from layerfusion.study import fusion_stats
 from layerfusion.study.features import Study
 from layerfusion.study.results import TableSet

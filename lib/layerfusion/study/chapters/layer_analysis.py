@@ -22,7 +22,7 @@ import pandas as pd
 from scipy.stats import entropy, spearmanr
 
 from layerfusion import diagnostics, heads, probe, select, stats
-from layerfusion.extract import progress_bar
+from layerfusion.progress import progress_bar
 from layerfusion.data import SPLITS
 from layerfusion.study import claims
 from layerfusion.study.features import Study
