@@ -8,11 +8,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from layerfusion import pooling as pooling_mod
 from layerfusion.study import claims
 from layerfusion.study.verdicts import Levels
 
-POOLING_LABELS = {"mean": "masked mean", "last": "last token", "mean_pad": "mean over padding"}
-"""How the chapter's tables name each pooling."""
+def _label(name: str) -> str:
+    """How the chapter's tables name a pooling: its registry label (``pooling.POOLINGS``), else its name."""
+    spec = pooling_mod.POOLINGS.get(name)
+    return spec.label if spec is not None else name
 
 
 def verdicts(load: claims.Loader, pooling: str, levels: Levels) -> pd.DataFrame:
@@ -89,8 +92,8 @@ def reproduction_gap(load: claims.Loader, pooling: str) -> pd.DataFrame:
         "authors: epoch chosen on val": out["val_selected_test_accuracy"].round(4),
         "optimism (points)": (out["optimism"] * 100).round(2),
         "optimism sd (points)": (out["optimism_sd"] * 100).round(2),
-        f"ours: selected layer, {POOLING_LABELS.get(pooling, pooling)}": out["best_test_accuracy"].round(4),
-        f"ours, same protocol with {POOLING_LABELS.get(theirs, theirs)}": out["best_test_accuracy_theirs"].round(4),
+        f"ours: selected layer, {_label(pooling)}": out["best_test_accuracy"].round(4),
+        f"ours, same protocol with {_label(theirs)}": out["best_test_accuracy_theirs"].round(4),
     })
 
 
