@@ -247,8 +247,8 @@ def steady_seconds(fn: Any, device: Any, repeats: int = 2) -> tuple[Any, list[fl
 def run(model_key: str | None, dataset: str, n: int, token_budgets: tuple[int, ...] = (1024,), max_length: int = 512,
         *, dtypes: tuple[str, ...] | None = None, device: str | None = None, shape: str | None = None,
         synthetic: str | None = None, matmul_seconds: float = 1.0, repeats: int = 2,
-        authors_n: int | None = None) -> list[dict[str, Any]]:
-    """Time the authors' loop and our engine (per dtype and token budget) in steady state.
+        authors_n: int | None = None, max_batch_sizes: tuple[int, ...] = (256,)) -> list[dict[str, Any]]:
+    """Time the authors' loop and our engine (per dtype, token budget and batch-size cap) in steady state.
 
     Every loop and configuration gets a full untimed warm-up pass over its texts, then ``repeats`` timed passes; a
     row reports their median (and every pass). The authors' loop runs on the first ``authors_n`` texts (default:
@@ -266,7 +266,8 @@ def run(model_key: str | None, dataset: str, n: int, token_budgets: tuple[int, .
     causal, ours = setup_random(shape, dtypes, dev) if shape else setup_registry(model_key, dtypes, dev)
     tokenizer = next(iter(ours.values())).tokenizer
     configs = {dt: [extract.ExtractionConfig(max_length=max_length, poolings=tuple(pooling.POOLINGS),
-                                             token_budget=int(b), device=str(dev), dtype=dt) for b in token_budgets]
+                                             token_budget=int(b), max_batch_size=int(m), device=str(dev), dtype=dt)
+                    for b in token_budgets for m in max_batch_sizes]
                for dt in dtypes}
     names = sorted({"float32", *dtypes})
     rates = {dt: [peak_matmul_flops(getattr(torch, dt), dev, seconds=matmul_seconds)] for dt in names}
@@ -298,7 +299,7 @@ def run(model_key: str | None, dataset: str, n: int, token_budgets: tuple[int, .
               "authors_tokens_per_s": authors_rate, "repeats": repeats, "warmup": "one full untimed pass"}
 
     def row(loop: str, dt: str, budget: Any, batches: int, padded: int, passes: list[float], tokens: int,
-            layers: int) -> dict[str, Any]:
+            layers: int, max_batch: int | None = None) -> dict[str, Any]:
         seconds = float(np.median(passes))
         achieved = 2.0 * params * tokens / seconds
         return {**common, "loop": loop, "dtype": dt, "token_budget": budget, "batches": batches,
@@ -306,14 +307,14 @@ def run(model_key: str | None, dataset: str, n: int, token_budgets: tuple[int, .
                 "seconds_passes": [float(x) for x in passes], "tokens_per_s": tokens / seconds,
                 "speedup": tokens / seconds / authors_rate, "matmul_gflops": flops[dt] / 1e9,
                 "achieved_gflops": achieved / 1e9, "matmul_fraction_ratio": achieved / flops[dt],
-                "layers_pooled": layers}
+                "layers_pooled": layers, "max_batch_size": max_batch}
 
     authors_padded = sum(len(authors_lengths[i:i + 2]) * max(authors_lengths[i:i + 2])
                          for i in range(0, len(authors_lengths), 2))
     rows = [row("authors", "float32", None, -(-len(authors_texts) // 2), authors_padded, authors_passes,
                 authors_real, 1)]
     rows += [row("layerfusion", dt, config.token_budget, int(res.n_batches), int(res.padded_tokens), passes, real,
-                 len(res.layers)) for dt, config, res, passes in runs]
+                 len(res.layers), config.max_batch_size) for dt, config, res, passes in runs]
     return rows
 
 
@@ -356,6 +357,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]] | None:
     parser.add_argument("--token-budget", type=int, nargs="+", default=[1024, 16384],
                         help="one or more token budgets for our engine (CPU is fastest near 512-1024)")
     parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--max-batch-size", type=int, nargs="+", default=[256],
+                        help="caps on texts per batch to compare (ExtractionConfig.max_batch_size; short texts on a "
+                             "GPU fill a large token budget only with a large cap)")
     parser.add_argument("--dtypes", nargs="+", help="our engine's dtypes (default: fp32, and bf16 where native)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--matmul-seconds", type=float, default=1.0, help="seconds per matmul-rate measurement")
@@ -371,7 +375,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]] | None:
     rows = run(args.model if args.shape is None else None, args.dataset, args.n, tuple(args.token_budget),
                args.max_length, dtypes=tuple(args.dtypes) if args.dtypes else None, device=args.device,
                shape=args.shape, synthetic=args.synthetic, matmul_seconds=args.matmul_seconds,
-               repeats=args.repeats, authors_n=args.authors_n)
+               repeats=args.repeats, authors_n=args.authors_n, max_batch_sizes=tuple(args.max_batch_size))
     first = rows[0]
     print(f"{first['model']} on {first['dataset']}: {first['n']} texts, {rows[-1]['real_tokens']} real tokens "
           f"(the authors' loop: the first {first['authors_n']}), {first['non_embedding_params'] / 1e6:.0f}M "
@@ -383,7 +387,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]] | None:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         name = ("authors (CausalLM, batch 2, unsorted, last layer)" if r["loop"] == "authors"
-                else f"layerfusion ({r['layers_pooled']} layers x {len(pooling.POOLINGS)} poolings)")
+                else f"layerfusion ({r['layers_pooled']} layers x {len(pooling.POOLINGS)} poolings, "
+                     f"<= {r['max_batch_size']} texts a batch)")
         print(f"| {name} | {r['dtype']} | {r['token_budget'] or '-'} | {r['batches']} | {r['padded_tokens']} "
               f"| {r['seconds']:.2f} | {r['tokens_per_s']:.0f} | {r['speedup']:.2f} | {r['matmul_gflops']:.1f} "
               f"| {r['matmul_fraction_ratio']:.3f} |")
