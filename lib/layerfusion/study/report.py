@@ -107,10 +107,11 @@ def is_measured(name: Any) -> bool:
 
 
 def mark(value: Any) -> str:
-    """A measured value as text behind ``MEASURED_MARK`` (4 significant digits; the sanitize file hides it)."""
+    """A measured value as text behind ``MEASURED_MARK`` (numbers to 4 significant digits), its spaces no-break
+    spaces, so the sanitize file's rule can take a marked value to its end in a text table too."""
     if isinstance(value, float):
         return f"{MEASURED_MARK}{value:.4g}"
-    return f"{MEASURED_MARK}{value}"
+    return f"{MEASURED_MARK}{value}".replace(" ", "\u00a0")
 
 
 def mark_measured(frame: pd.DataFrame) -> pd.DataFrame:
@@ -131,7 +132,7 @@ def glue(name: str, value: Any, fmt: str | None = None, measured: bool = False) 
 
     shown = format(value, fmt) if fmt else value
     if measured:
-        shown = f"{MEASURED_MARK}{shown}"
+        shown = mark(shown)
     _glue(name, shown, display=False)
     return shown
 
