@@ -55,7 +55,7 @@ endif
 # so one left over from another run would change its output). The cell timeout only catches a hung kernel (a day).
 REFERENCES   := tests/notebooks
 NBVAL_BUILD  := $(CURDIR)/_build/nbval
-NBVAL_ENV    := $(TEST_ENV) $(DETERMINISM_ENV) LAYERFUSION_RESULTS_DIR=$(NBVAL_BUILD)/results
+NBVAL_ENV    := $(OFFLINE_ENV) TQDM_DISABLE=1 $(DETERMINISM_ENV) LAYERFUSION_RESULTS_DIR=$(NBVAL_BUILD)/results
 NBVAL_ARGS   := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
                 --nbval-cell-timeout=86400 --nbval-kernel-startup-timeout=600 -p no:random_order
 REFS_BUILD   := $(CURDIR)/_build/references

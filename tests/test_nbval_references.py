@@ -204,6 +204,7 @@ def test_a_changed_number_fails_the_comparison(tmp_path: Path) -> None:
     exactly its cell, in a stream and in a table."""
     folder = tmp_path / "notebooks"
     folder.mkdir()
+    (folder / "conftest.py").write_text((refs.REFERENCES / "conftest.py").read_text())  # as make test runs it
     good = _tiny_reference()
     (folder / "a_control.ipynb").write_text(json.dumps(good))
     stream = copy.deepcopy(good)
@@ -239,6 +240,7 @@ def test_a_changed_number_in_a_chapter_fails_make_test(tmp_path: Path) -> None:
     folder = tmp_path / "chapters"
     (folder / "control").mkdir(parents=True)
     (folder / "altered").mkdir()
+    (folder / "conftest.py").write_text((refs.REFERENCES / "conftest.py").read_text())  # as make test runs it
     (folder / "control" / setup.name).write_text(json.dumps(nb))
     (folder / "altered" / setup.name).write_text(json.dumps(altered))
     env = {"LAYERFUSION_RESULTS_DIR": str(tmp_path / "results"), "MPLBACKEND": "Agg", "TQDM_DISABLE": "1"}
@@ -255,3 +257,25 @@ def test_a_changed_number_in_a_chapter_fails_make_test(tmp_path: Path) -> None:
     code_number = sum(1 for c in nb["cells"][:cell] if c["cell_type"] == "code")
     assert cases and not control, f"the stored chapter must pass as it is: {control}"
     assert altered_failed == [f"Cell {code_number}"], (old, new, altered_failed)
+
+
+def _make_dry_run(*args: str) -> str:
+    return subprocess.run(["make", "-n", "--no-print-directory", *args], cwd=refs.REPO, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_make_test_compares_outputs_under_the_pinned_environment() -> None:
+    """make test's notebook half is nbval's comparing mode (not --nbval-lax) on the references, with the sanitize
+    file, the pinned math libraries and a fresh results folder; make references and make notebooks PROFILE=ci
+    execute under the same pins, so the references and the comparison see the same arithmetic."""
+    test = _make_dry_run("test-notebooks")
+    nbval = next(line for line in test.splitlines() if "pytest" in line)
+    assert "--nbval " in nbval and "--nbval-lax" not in nbval
+    assert "--nbval-sanitize-with tests/nbval_sanitize.cfg" in nbval and "tests/notebooks/" in nbval
+    pins = ("ATEN_CPU_CAPABILITY=avx2", "ONEDNN_MAX_CPU_ISA=AVX2", "MKL_CBWR=COMPATIBLE", "OPENBLAS_CORETYPE=Haswell",
+            "OMP_NUM_THREADS=", "MKL_NUM_THREADS=", "OPENBLAS_NUM_THREADS=")
+    for text in (nbval, _make_dry_run("references"), _make_dry_run("notebooks", "PROFILE=ci")):
+        assert all(pin in text for pin in pins), [pin for pin in pins if pin not in text]
+    assert "LAYERFUSION_RESULTS_DIR=" in nbval and re.search(r"rm -rf \S+_build/nbval", test)
+    assert "MKL_CBWR" not in _make_dry_run("notebooks", "PROFILE=default"), "only the ci profile is pinned"
+    assert "test-notebooks" in _make_dry_run("test")

@@ -89,8 +89,8 @@ def run_card(info: dict[str, Any]) -> pd.DataFrame:
 
 MEASURED_PROFILE = "ci"
 """The profile whose chapters nbval compares with stored outputs (``make test``): there, measured values are marked."""
-MEASURED = re.compile(r"seconds|runtime|_per_s$|rss|peak|bytes_on_disk|cost_ratio|^overhead_r2$"
-                      r"|^git commit$|^hardware$")
+MEASURED = re.compile(r"seconds|runtime|_per_s$|rss|peak|bytes_on_disk|cost_ratio"
+                      r"|^overhead_(slope|intercept|r2|per_unit_ratio)$|^git commit$|^hardware$")
 """Column and glue names whose values are measurements of the machine and the moment (wall times and what is
 derived from them, resident memory, the size of cache folders whose manifests record timings) or of the checkout
 (the commit and hardware columns of ``run_records``), not results: they cannot reproduce on another run, so in the
@@ -125,14 +125,11 @@ def mark_measured(frame: pd.DataFrame) -> pd.DataFrame:
     return marked
 
 
-def glue(name: str, value: Any, fmt: str | None = None, measured: bool = False) -> Any:
-    """Glue a number or text for the book's prose (MyST-NB); formatted with ``fmt`` when given, marked as a
-    measurement (``mark``) when ``measured``."""
+def glue(name: str, value: Any, fmt: str | None = None) -> Any:
+    """Glue a number or text for the book's prose (MyST-NB); formatted with ``fmt`` when given."""
     from myst_nb import glue as _glue
 
     shown = format(value, fmt) if fmt else value
-    if measured:
-        shown = mark(shown)
     _glue(name, shown, display=False)
     return shown
 
@@ -196,12 +193,18 @@ class Chapter:
 
     def glue(self, facts: Mapping[str, Any], prefix: str = "", formats: Mapping[str, str] | None = None
              ) -> dict[str, Any]:
-        """Glue every value of ``facts`` for the prose as ``<prefix>_<key>`` (formatted by ``formats[key]``)."""
+        """Glue every value of ``facts`` for the prose as ``<prefix>_<key>`` (formatted by ``formats[key]``); under the
+        ci profile a measured one (``is_measured``) is glued marked (``mark``)."""
         formats = formats or {}
-        marked = self.config.profile == MEASURED_PROFILE
-        named = {key: f"{prefix}_{key}" if prefix else key for key in facts}
-        return {key: glue(named[key], value, formats.get(key), measured=marked and is_measured(named[key]))
-                for key, value in facts.items()}
+        marking = self.config.profile == MEASURED_PROFILE
+        shown = {}
+        for key, value in facts.items():
+            name = f"{prefix}_{key}" if prefix else key
+            if marking and is_measured(name):  # a measurement under ci: glued marked, for the nbval comparison
+                shown[key] = glue(name, mark(format(value, formats[key]) if key in formats else value))
+            else:
+                shown[key] = glue(name, value, formats.get(key))
+        return shown
 
     def load(self, name: str) -> pd.DataFrame:
         """A table an earlier chapter wrote under the same profile."""
