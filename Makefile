@@ -37,7 +37,8 @@ TEST_ENV    := $(OFFLINE_ENV) MPLBACKEND=Agg TQDM_DISABLE=1
 #   MKL_DYNAMIC, OMP_DYNAMIC     no thread count chosen at run time (MKL's condition for reproducible results)
 #   OPENBLAS_CORETYPE=Haswell    numpy's and scipy's OpenBLAS use their AVX2 kernels, not SkylakeX/Zen ones
 #   *_NUM_THREADS                one thread count everywhere (MKL reproduces only at a fixed count)
-# Measured on 2 shared cores: the numbers printed did not change with 1 or 2 threads (README, Testing).
+# Measured on 2 shared cores: the numbers printed did not change with 1 or 2 threads (README, Testing); 1 is the
+# default because on a busy machine 2 OpenMP threads mostly wait for each other (extraction ran 2-3x slower).
 NB_THREADS      ?= 1
 DETERMINISM_ENV := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE MKL_DYNAMIC=FALSE \
                    OMP_DYNAMIC=FALSE OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=$(NB_THREADS) \
