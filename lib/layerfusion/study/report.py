@@ -8,6 +8,7 @@ every number the prose quotes, so no number in the book is typed by hand.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -85,6 +86,44 @@ def run_card(info: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["field", "value"]).set_index("field")
 
 
+MEASURED_PROFILE = "ci"
+"""The profile whose chapters nbval compares with stored outputs (``make test``): there, measured values are marked."""
+MEASURED = re.compile(r"seconds|runtime|_per_s$|rss|peak|bytes_on_disk|cost_ratio"
+                      r"|^overhead_(slope|intercept|r2|per_unit_ratio)$|^git commit$|^hardware$")
+"""Column and glue names whose values are measurements of the machine and the moment (wall times and what is
+derived from them, resident memory, the size of cache folders whose manifests record timings) or of the checkout
+(the commit and hardware columns of ``run_records``), not results: they cannot reproduce on another run, so in the
+``ci`` profile they are shown marked (``MEASURED_MARK``) and the nbval sanitize file (``tests/nbval_sanitize.cfg``)
+replaces every marked value. A new measured column missing here fails ``make test`` (its value differs from the
+reference), so it never passes silently."""
+MEASURED_MARK = "≈"
+
+
+def is_measured(name: Any) -> bool:
+    """Whether a column (any level of a tuple column) or glue name holds a measurement (``MEASURED``)."""
+    labels = name if isinstance(name, tuple) else (name,)
+    return any(isinstance(label, str) and MEASURED.search(label) is not None for label in labels)
+
+
+def mark(value: Any) -> str:
+    """A measured value as text behind ``MEASURED_MARK`` (numbers to 4 significant digits), its spaces no-break
+    spaces, so the sanitize file's rule can take a marked value to its end in a text table too."""
+    if isinstance(value, float):
+        return f"{MEASURED_MARK}{value:.4g}"
+    return f"{MEASURED_MARK}{value}".replace(" ", "\u00a0")
+
+
+def mark_measured(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every measured column (``is_measured``) as marked text; ``frame`` itself when it has none."""
+    columns = [c for c in frame.columns if is_measured(c)]
+    if not columns:
+        return frame
+    marked = frame.copy()
+    for column in columns:
+        marked[column] = marked[column].map(mark).astype(object)
+    return marked
+
+
 def glue(name: str, value: Any, fmt: str | None = None) -> Any:
     """Glue a number or text for the book's prose (MyST-NB); formatted with ``fmt`` when given."""
     from myst_nb import glue as _glue
@@ -153,10 +192,18 @@ class Chapter:
 
     def glue(self, facts: Mapping[str, Any], prefix: str = "", formats: Mapping[str, str] | None = None
              ) -> dict[str, Any]:
-        """Glue every value of ``facts`` for the prose as ``<prefix>_<key>`` (formatted by ``formats[key]``)."""
+        """Glue every value of ``facts`` for the prose as ``<prefix>_<key>`` (formatted by ``formats[key]``); under the
+        ci profile a measured one (``is_measured``) is glued marked (``mark``)."""
         formats = formats or {}
-        return {key: glue(f"{prefix}_{key}" if prefix else key, value, formats.get(key))
-                for key, value in facts.items()}
+        marking = self.config.profile == MEASURED_PROFILE
+        shown = {}
+        for key, value in facts.items():
+            name = f"{prefix}_{key}" if prefix else key
+            if marking and is_measured(name):  # a measurement under ci: glued marked, for the nbval comparison
+                shown[key] = glue(name, mark(format(value, formats[key]) if key in formats else value))
+            else:
+                shown[key] = glue(name, value, formats.get(key))
+        return shown
 
     def load(self, name: str) -> pd.DataFrame:
         """A table an earlier chapter wrote under the same profile."""
@@ -167,8 +214,9 @@ class Chapter:
         return finish(self.run)
 
 
-def _notebook_display() -> None:
-    """Figures inline and wide tables, when running in a Jupyter kernel."""
+def _notebook_display(mark_measurements: bool = False) -> None:
+    """Figures inline and wide tables, when running in a Jupyter kernel; with ``mark_measurements`` (the ci profile)
+    tables show their measured columns marked (``mark_measured``), so the nbval comparison can leave them out."""
     pd.set_option("display.max_columns", 40, "display.width", 200, "display.precision", 4)
     try:
         from IPython import get_ipython
@@ -177,6 +225,16 @@ def _notebook_display() -> None:
     shell = get_ipython()
     if shell is not None and hasattr(shell, "kernel"):
         shell.run_line_magic("matplotlib", "inline")
+    if shell is None:
+        return
+    formatters = shell.display_formatter.formatters
+    if mark_measurements:
+        formatters["text/html"].for_type(pd.DataFrame, lambda frame: mark_measured(frame)._repr_html_())
+        formatters["text/plain"].for_type(pd.DataFrame,
+                                          lambda frame, printer, cycle: printer.text(repr(mark_measured(frame))))
+    else:
+        for mime in ("text/html", "text/plain"):
+            formatters[mime].pop(pd.DataFrame, None)
 
 
 def open_chapter(name: str, profile: str, *, models: Any = None, datasets: Any = None, cache_dir: str | None = None,
@@ -188,6 +246,6 @@ def open_chapter(name: str, profile: str, *, models: Any = None, datasets: Any =
     study = Study(config, cache_dir=cache_dir, progress=progress)
     run = start(config.profile, name, seed=config.seed, results_dir=results_dir, config=config.as_dict(),
                 profile_file=str(settings.locate(profile)))
-    _notebook_display()
+    _notebook_display(mark_measurements=config.profile == MEASURED_PROFILE)
     glue(f"{name}_run_id", run.run_id)
     return Chapter(name=name, config=config, study=study, run=run)
