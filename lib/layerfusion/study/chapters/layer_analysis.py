@@ -286,19 +286,30 @@ def authors_protocol(study: Study, model: str, dataset: str) -> list[dict[str, A
             "val_selected_epoch": best_val_epoch,
             "last_epoch_test_accuracy": float(hist["test"].iloc[-1]),
             "optimism": float(hist["test"].max() - hist.loc[best_val_epoch, "test"]),
+            # the confound of the reproduction gap, measured: how many texts it trained on, whether its loss had
+            # reached a plateau when the epochs ran out (heads.MLPHead.converged_) and by how much it still fell
+            "n_train": int(len(y["train"])), "converged": bool(head.converged_),
+            "loss_change": float(head.loss_change_),
         })
     return rows
 
 
 def authors_summary(authors: pd.DataFrame) -> pd.DataFrame:
     """The authors' protocol per model x dataset as mean ± sd over seeds (points): max test over epochs, test at
-    the epoch chosen on validation, and the optimism between them."""
+    the epoch chosen on validation, and the optimism between them; beside them the confound of the reproduction gap
+    as measured: the median epoch of the max (the last epoch means it was still learning), the training texts, and in
+    how many seeds the training loss had reached a plateau."""
     columns = {"max_test_accuracy": "max test over epochs", "val_selected_test_accuracy": "epoch chosen on val",
                "optimism": "optimism (points)"}
     rows = []
     for (model, dataset), grp in authors.groupby(["model", "dataset"], sort=False):
-        rows.append({"model": model, "dataset": dataset, "seeds": len(grp),
-                     **{label: stats.format_mean_std(grp[col], digits=2) for col, label in columns.items()}})
+        row = {"model": model, "dataset": dataset, "seeds": len(grp),
+               **{label: stats.format_mean_std(grp[col], digits=2) for col, label in columns.items()},
+               "epoch of max test (median)": int(np.median(grp["epoch_of_max_test"]))}
+        if "converged" in grp:  # results written before the convergence columns existed lack them
+            row["training texts"] = int(grp["n_train"].iloc[0])
+            row["loss at a plateau (seeds)"] = f"{int(grp['converged'].sum())} of {len(grp)}"
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
