@@ -267,7 +267,11 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         self.loss_change_ = log.loss_change()
         self.converged_ = log.plateaued()
         self.network_ = net
-        if not self.converged_:
+        if not self.converged_ and not np.isfinite(self.loss_change_):
+            warnings.warn(f"MLPHead: {settings.epochs} epochs are too few to tell whether the training loss reached a "
+                          f"plateau (it compares the last {PLATEAU_WINDOW} epochs with the {PLATEAU_WINDOW} before); "
+                          f"train {2 * PLATEAU_WINDOW} epochs or more", ConvergenceWarning, stacklevel=2)
+        elif not self.converged_:
             warnings.warn(f"MLPHead: the training loss was still falling after {settings.epochs} epochs (mean of the "
                           f"last {PLATEAU_WINDOW} epochs {self.loss_change_:+.1%} against the {PLATEAU_WINDOW} before, "
                           f"plateau below {PLATEAU_RTOL:.0%}); raise epochs or lr", ConvergenceWarning, stacklevel=2)
