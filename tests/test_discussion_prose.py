@@ -18,6 +18,8 @@ def _claims(verdicts: list[str], p: list[float], q: list[float]) -> pd.DataFrame
 def test_paper_book_has_every_claim_and_labels_summaries() -> None:
     table = discussion.paper_book(_claims(["supported", "contradicted", "inconclusive", "inconclusive"],
                                           [0.01, 0.9, 0.2, np.nan], [0.9, 0.01, 0.6, np.nan]))
+    tied = discussion.paper_book(_claims(["inconclusive"] * 4, [0.5] * 4, [0.5] * 4))
+    assert tied.loc[1, "direction agrees"] == "no lean either way, not significant"
     assert len(table) == len(discussion.PAPER_CLAIMS)
     assert table["direction agrees"].tolist()[:4] == [
         "yes (significant in the paper's direction)", "no (significant against the paper)",

@@ -141,6 +141,8 @@ def _agreement(row: pd.Series) -> str:
     p, q = row.get("p_value"), row.get("p_opposite")
     if p is None or q is None or not (np.isfinite(p) and np.isfinite(q)):
         return "undetermined (no test)"
+    if p == q:
+        return "no lean either way, not significant"
     return "leans the paper's way, not significant" if p < q else "leans against the paper, not significant"
 
 
