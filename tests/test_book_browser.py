@@ -2,12 +2,16 @@
 
 Runs only when ``LAYERFUSION_BROWSER_TEST=1`` (``.ci/run`` sets it after ``make book-only``). Checks that each page
 renders, that every image and internal link resolves to a file in the build, that nothing is loaded from the network,
-and that MathJax typesets the math; saves screenshots of the landing page and one results page.
+and that MathJax typesets the math; saves screenshots of the landing page and one results page. What a reader sees
+is checked on each page's built HTML (no browser needed: the tables and outputs are static): no raw Python dict,
+no table cell cut with an ellipsis, no Python traceback. Code cells' inputs are left out (a dict literal in code is
+code, not an output).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -93,6 +97,112 @@ class PageParser(HTMLParser):
             self.title += data
         if self._article_depth:
             self.article_text += len(data.strip())
+
+
+VOID_TAGS = frozenset(("area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+                       "wbr"))
+SKIPPED_CLASSES = frozenset(("cell_input", "headerlink", "sig"))
+"""Elements whose text is not output: code cells' inputs, the pilcrow of heading anchors, API signatures (a
+constant's value shown as code in the API reference)."""
+
+
+class VisibleText(HTMLParser):
+    """What the article of one built page shows as text and as table cells, code cells' inputs, scripts and styles
+    left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+        self.cells: list[str] = []
+        self._stack: list[tuple[str, bool]] = []
+        self._article = 0
+        self._cell: list[str] | None = None
+
+    def _skipping(self) -> bool:
+        return bool(self._stack) and self._stack[-1][1]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in VOID_TAGS:
+            return
+        classes = set(dict((k, v or "") for k, v in attrs).get("class", "").split())
+        skip = self._skipping() or tag in ("script", "style") or bool(classes & SKIPPED_CLASSES)
+        self._stack.append((tag, skip))
+        if tag == "article":
+            self._article += 1
+        if tag in ("td", "th") and not skip:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in VOID_TAGS:
+            return
+        while self._stack:  # close up to the matching tag (HTML allows omitted end tags)
+            open_tag, _ = self._stack.pop()
+            if open_tag == "article":
+                self._article -= 1
+            if open_tag in ("td", "th") and self._cell is not None:
+                self.cells.append("".join(self._cell).strip())
+                self._cell = None
+            if open_tag == tag:
+                break
+
+    def handle_data(self, data: str) -> None:
+        if self._article and not self._skipping():
+            self.text.append(data)
+            if self._cell is not None:
+                self._cell.append(data)
+
+
+RAW_DICT = re.compile(r"\{\s*'[^'\n]{1,80}'\s*:")
+"""A printed Python dict: ``{'key':`` (the repr of a dict with string keys)."""
+TRACEBACK = re.compile(r"Traceback \(most recent call last\)|\w+Error\s+Traceback")
+"""A Python or IPython traceback shown in an output."""
+
+
+def visible(page: Path) -> VisibleText:
+    """Parse one built page's article."""
+    parser = VisibleText()
+    parser.feed(page.read_text(encoding="utf-8"))
+    return parser
+
+
+def reader_problems(page: Path) -> dict[str, list[str]]:
+    """What a reader should never see on ``page``: raw dicts, "…"-cut table cells (pandas also cuts with "..."),
+    tracebacks; each with up to three examples."""
+    shown = visible(page)
+    text = " ".join(shown.text)
+    return {
+        "raw dict": [m.group(0) for m in RAW_DICT.finditer(text)][:3],
+        "truncated cell": [c for c in shown.cells if "…" in c or c == "..." or c.endswith("...")][:3],
+        "traceback": [m.group(0) for m in TRACEBACK.finditer(text)][:3],
+    }
+
+
+_CUT = ("executed before the notebook setup stopped pandas cutting long cells with '...' "
+        "(report._notebook_display); the re-run of the default profile renders them whole")
+EXPECTED_UNTIL_RERUN = {
+    # (page relative to the build, problem) -> reason; each is an xfail(strict=True), so it fails (and must be
+    # removed) as soon as the re-run of the default profile lands and the page renders from the final display code.
+    **{(f"book/executed/{stem}.html", "truncated cell"): _CUT
+       for stem in ("00_setup", "01_extraction", "02_layer_analysis", "03_fusion", "04_overhead", "05_discussion",
+                    "06_robustness")},
+    ("book/executed/00_setup.html", "raw dict"): "the profile table printed blocks as dicts "
+                                                 "(setup.settings_table now writes them out); needs the re-run",
+    ("book/executed/04_overhead.html", "raw dict"): "the scaling fit printed as a dict in the older run (the "
+                                                     "rewritten overhead chapter shows a table); needs the re-run",
+}
+"""Problems on committed executed pages that only the re-run of the default profile can fix (the display code that
+produced them has been fixed since they were executed)."""
+
+
+def _reader_cases() -> list:
+    cases = []
+    for page in toc_pages():
+        name = str(page.relative_to(HTML))
+        for problem in ("raw dict", "truncated cell", "traceback"):
+            expected = EXPECTED_UNTIL_RERUN.get((name, problem))
+            marks = [pytest.mark.xfail(strict=True, reason=f"{name}: {expected}")] if expected else []
+            cases.append(pytest.param(page, problem, marks=marks, id=f"{name}-{problem.replace(' ', '_')}"))
+    return cases
 
 
 def _is_remote(url: str) -> bool:
@@ -195,6 +305,29 @@ def test_mathjax_typesets_the_math(doms: dict[Path, PageParser]) -> None:
         name = page.relative_to(HTML)
         assert dom.mjx_containers >= dom.math_spans, f"{name}: {dom.math_spans} math spans, {dom.mjx_containers} typeset"
         assert dom.mjx_errors == 0, f"{name}: {dom.mjx_errors} TeX errors (<mjx-merror>)"
+
+
+@pytest.mark.parametrize(("page", "problem"), _reader_cases())
+def test_reader_sees_no_raw_output(page: Path, problem: str) -> None:
+    """No raw dict, "…"-cut cell or traceback on any page of the toc (checked on the built HTML)."""
+    assert page.exists(), f"{page.relative_to(HTML)} is missing from the build; run make book"
+    found = reader_problems(page)[problem]
+    assert not found, f"{page.relative_to(HTML)} shows a {problem}: {found}"
+
+
+def test_reader_checks_catch_what_they_should(tmp_path: Path) -> None:
+    """The three checks fire on a page showing each problem, and not on the same things inside a code cell's input."""
+    bad = tmp_path / "bad.html"
+    bad.write_text("<html><body><article><div class='cell_output'><pre>{'slope': 0.013, 'p': 0.2}</pre></div>"
+                   "<table><tr><td>smollm2-135m, gemma3-27…</td></tr></table>"
+                   "<pre>NameError    Traceback (most recent call last)</pre></article></body></html>")
+    found = reader_problems(bad)
+    assert all(found.values()), found
+    good = tmp_path / "good.html"
+    good.write_text("<html><body><article><div class='cell_input'><pre>x = {'slope': 1}</pre></div>"
+                    "<table><tr><td>22</td></tr></table><p>A dict {} is fine; so is a set {1}.</p>"
+                    "</article></body></html>")
+    assert not any(reader_problems(good).values()), reader_problems(good)
 
 
 def test_screenshots(chromium: str) -> None:

@@ -74,8 +74,21 @@ def best_layer_heatmap(summary: pd.DataFrame, pooling: str):
             ax.text(j, i, f"{int(layer.iat[i, j])}/{int(n_layers.iat[i, j]) - 1}", ha="center", va="center",
                     color="white" if depth.iat[i, j] < 0.6 else "black", fontsize=8)
     fig.colorbar(im, ax=ax, label="relative depth of best layer")
-    ax.set_title("Validation-best layer (index / last index)")
+    ax.set_title(f"Selected layer, {_protocol_words(df)} (index / last index)")
     return fig
+
+
+PROTOCOL_WORDS = {"cv": "chosen by cross-validation on train + validation",
+                  "validation": "chosen on the validation split"}
+"""How a title names each selection protocol of ``layers_summary``."""
+
+
+def _protocol_words(summary: pd.DataFrame) -> str:
+    """The selection protocol of ``summary`` in words (a table without the column: "selected on held-out data")."""
+    if "protocol" not in summary.columns or summary["protocol"].dropna().empty:
+        return "chosen on held-out data"
+    protocol = str(summary["protocol"].dropna().iloc[0])
+    return PROTOCOL_WORDS.get(protocol, f"chosen by {protocol}")
 
 
 def pooling_comparison(summary: pd.DataFrame):

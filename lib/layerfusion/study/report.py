@@ -215,9 +215,12 @@ class Chapter:
 
 
 def _notebook_display(mark_measurements: bool = False) -> None:
-    """Figures inline and wide tables, when running in a Jupyter kernel; with ``mark_measurements`` (the ci profile)
-    tables show their measured columns marked (``mark_measured``), so the nbval comparison can leave them out."""
-    pd.set_option("display.max_columns", 40, "display.width", 200, "display.precision", 4)
+    """Figures inline and whole tables, when running in a Jupyter kernel: no cell, row or column cut with "…" (a
+    long table goes behind a ``hide-output`` toggle in its notebook instead); with ``mark_measurements`` (the ci
+    profile) tables show their measured columns marked (``mark_measured``), so the nbval comparison can leave them
+    out."""
+    pd.set_option("display.max_columns", None, "display.max_rows", None, "display.max_colwidth", None,
+                  "display.width", 200, "display.precision", 4)
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover - IPython comes with the notebook stack

@@ -101,3 +101,188 @@ def gap_facts(gap: pd.DataFrame) -> dict[str, Any]:
     """The numbers the prose quotes: the median (over model x dataset) of the mean optimism of selecting the epoch
     on test, in points, and the number of seeds behind each mean."""
     return {"median_optimism": float(gap["optimism (points)"].median()), "authors_seeds": int(gap["seeds"].min())}
+
+
+# -- the paper <-> book map --------------------------------------------------------------------------------------------
+
+PAPER_CLAIMS = (
+    ("Different layers of a decoder LLM differ in how useful they are for classification; the critical layer depends "
+     "on the dataset", "abstract (as recorded in research/paper.md)",
+     "quality tends to rise with depth and then drop at the final layer, so mid-to-late layers often beat the last: "
+     "from third-party summaries of the full text, not the paper's own wording",
+     "7B decoders have 26-32 layers and wider states; the selected depth and its gap to the last layer may differ"),
+    ("Combining embeddings of several frozen LLMs (no fine-tuning) improves accuracy when the models are "
+     "complementary", "abstract (as recorded in research/paper.md)", "",
+     "stronger, more diverse backbones and full training sets change both the single-model baseline and the room a "
+     "fusion has; an MLP head may use the extra dimensions better than a linear one"),
+    ("Fusing three or more models makes performance more stable", "third-party summaries of the full text (not the "
+     "paper's own wording)", "", "with full training sets each model's accuracy varies less across seeds, which "
+     "leaves less spread for a fusion to remove"),
+    ("Memory and inference time grow with the number of models and layers fused; the paper weighs this overhead",
+     "abstract (as recorded in research/paper.md)", "",
+     "on a GPU with 7B weights memory is dominated by the weights; see the GPU table of the overhead chapter"),
+    ("Future work named by the authors: automating layer selection", "abstract (as recorded in research/paper.md)",
+     "", "not a claim: the book's greedy search is descriptive (\"Beyond the paper\")"),
+)
+"""Per claim or contribution of the paper: its wording as ``research/paper.md`` records it (the paper's tables are
+not available, so no number of the paper appears), where that wording comes from, a part attributed to summaries,
+and what running at the paper's scale would change. In the order of the claims table; the last is no claim."""
+
+
+def _agreement(row: pd.Series) -> str:
+    """Whether the book's result points the paper's way: from the verdict, then from which one-sided p is smaller."""
+    verdict = str(row["verdict"])
+    if verdict in ("supported", "partly supported"):
+        return "yes (significant in the paper's direction)"
+    if verdict == "contradicted":
+        return "no (significant against the paper)"
+    if verdict == "not supported":
+        return "no effect (equivalent within the margin)"
+    p, q = row.get("p_value"), row.get("p_opposite")
+    if p is None or q is None or not (np.isfinite(p) and np.isfinite(q)):
+        return "undetermined (no test)"
+    if p == q:
+        return "no lean either way, not significant"
+    return "leans the paper's way, not significant" if p < q else "leans against the paper, not significant"
+
+
+def paper_book(table: pd.DataFrame) -> pd.DataFrame:
+    """The paper <-> book map: each claim or contribution as ``research/paper.md`` records it (source labelled), the
+    book's registered test and chapter, the verdict and direction from the claims ``table`` (``verdicts``), and what
+    the paper's scale would change."""
+    rows = []
+    for i, (wording, source, summary_part, scale) in enumerate(PAPER_CLAIMS, start=1):
+        paper = wording + (f" [{summary_part}]" if summary_part else "")
+        if i in table.index:
+            row = table.loc[i]
+            rows.append({"paper (wording from research/paper.md)": paper, "source": source,
+                         "book's test": str(row["test"] or "") or "rule in claims.py", "chapter": str(row["where"]),
+                         "verdict": str(row["verdict"]), "direction agrees": _agreement(row),
+                         "what the paper's scale would change": scale})
+        else:
+            rows.append({"paper (wording from research/paper.md)": paper, "source": source,
+                         "book's test": "greedy layer search, descriptive", "chapter": "fusion, layer analysis",
+                         "verdict": "no verdict (beyond the paper)", "direction agrees": "not applicable",
+                         "what the paper's scale would change": scale})
+    return pd.DataFrame(rows, index=pd.RangeIndex(1, len(rows) + 1, name="#"))
+
+
+# -- what a practitioner should do -----------------------------------------------------------------------------------
+
+def practice_facts(summary: pd.DataFrame, pooling: str, authors_pooling: str) -> dict[str, Any]:
+    """The numbers the recommendations quote, from the layer chapter's ``summary`` (``layers_summary``, one row per model x dataset x
+    pooling): how often the selected layer is not the last, the median relative depth of the selected layer, the
+    median gain of the selected over the last layer (points), and the median difference between the primary and
+    the authors' pooling at each one's selected layer (points)."""
+    ours = summary[summary["pooling"] == pooling]
+    pad = summary[summary["pooling"] == authors_pooling][["model", "dataset", "best_test_accuracy"]]
+    paired = ours.merge(pad, on=["model", "dataset"], suffixes=("", "_pad"))
+    diff = (paired["best_test_accuracy"] - paired["best_test_accuracy_pad"]) * 100
+    return {
+        "practice_cells": int(len(ours)), "not_last": int((~ours["best_is_last"].astype(bool)).sum()),
+        "median_depth": float(ours["best_rel_depth"].median()),
+        "median_gain_last": float(ours["delta_best_minus_last"].median() * 100),
+        "pooling_label": _label(pooling), "authors_pooling_label": _label(authors_pooling),
+        "pooling_median_diff": float(diff.median()), "pooling_min_diff": float(diff.min()),
+        "pooling_max_diff": float(diff.max()), "pooling_cells": int(len(paired)),
+    }
+
+
+def pooling_verdict(facts: dict[str, Any], margin: float) -> str:
+    """One sentence on pooling from ``practice_facts``: the same within ``margin`` points, or which one is ahead.
+    Descriptive (medians over cells), not a registered test."""
+    median = facts["pooling_median_diff"]
+    if abs(median) <= margin:
+        return (f"the authors' {facts['authors_pooling_label']} performs about as well as the "
+                f"{facts['pooling_label']} (median difference within ±{margin:g} points)")
+    ahead, behind = ((facts["pooling_label"], facts["authors_pooling_label"]) if median > 0
+                     else (facts["authors_pooling_label"], facts["pooling_label"]))
+    return f"the {ahead} is ahead of the {behind} by a median of {abs(median):.2f} points"
+
+
+# -- limitations -------------------------------------------------------------------------------------------------------
+
+PAPER_BACKBONE_PARAMETERS = 7e9
+"""The nominal size in the names of the paper's main decoders (Qwen2.5-7B, Llama-2-7b, Falcon3-7B, Mistral-7B)."""
+
+
+def _median_words(texts: Any) -> float:
+    return float(np.median([len(str(t).split()) for t in texts]))
+
+
+def limitation_facts(load: claims.Loader, config: Any, data: Any = None, gpu_table: pd.DataFrame | None = None,
+                     cores: int | None = None) -> dict[str, Any]:
+    """The numbers the limitations quote, computed from the profile and the results: training texts per dataset and
+    the width of the all-model concatenation (``extraction``: per-model ``dim``) with its dimension/rows ratio;
+    median words of SST-2's train and test texts when ``data`` (``Study.data``) and SST-2 are given; the decoders'
+    parameter counts (``overhead_footprint``) against the paper's 7B; the overhead sweep's sizes and cores; whether a
+    GPU table at the paper's scale is committed (``gpu_table``); ``cores``: the
+    logical cores of the overhead run (its run record)."""
+    extraction = load("extraction")
+    train = extraction[extraction["split"] == "train"]
+    first = train["dataset"].iloc[0]
+    dims = train[train["dataset"] == first].drop_duplicates("model")
+    rows = int(train["n"].max())
+    concat = int(dims["dim"].sum())
+    facts: dict[str, Any] = {"train_texts": rows, "n_models": int(len(dims)), "concat_dim": concat,
+                             "dim_per_row": concat / rows, "has_sst2": False}
+    if data is not None and "sst2" in config.datasets:
+        sst2 = data("sst2")
+        facts.update(has_sst2=True, sst2_train_words=_median_words(sst2["train"]["text"]),
+                     sst2_test_words=_median_words(sst2["test"]["text"]))
+    footprint = load("overhead_footprint")
+    from layerfusion.models import registry
+    decoders = footprint[[registry.REGISTRY[m].arch == "decoder" if m in registry.REGISTRY else False
+                          for m in footprint["model"]]]
+    counts = decoders["n_parameters"].astype(float) if len(decoders) else footprint["n_parameters"].astype(float)
+    facts.update(smallest_params_m=float(counts.min() / 1e6), largest_params_m=float(counts.max() / 1e6),
+                 smaller_min=float(PAPER_BACKBONE_PARAMETERS / counts.max()),
+                 smaller_max=float(PAPER_BACKBONE_PARAMETERS / counts.min()))
+    sizes = list(config.overhead.n_texts)
+    facts.update(overhead_min_texts=int(min(sizes)), overhead_max_texts=int(max(sizes)))
+    facts["overhead_cores"] = str(cores) if cores is not None else "an unrecorded number of"
+    has_gpu = gpu_table is not None and len(gpu_table) > 0
+    facts["gpu_table"] = (f"a GPU table at the paper's scale is committed (measured on "
+                          f"{', '.join(sorted(str(g) for g in gpu_table['gpu'].dropna().unique()))})" if has_gpu
+                          else "no GPU table at the paper's scale is committed yet")
+    return facts
+
+
+def evidence_facts(view: pd.DataFrame) -> dict[str, str]:
+    """Per claim, for the prose: its registered test, its effect with interval and unit, and its p-value in the
+    claimed direction (from ``claims_view``), keyed ``claim<N>_test`` / ``_effect`` / ``_p``, and the three as
+    one phrase (``claim<N>_strength``); plus the claims left
+    inconclusive, as words."""
+    facts: dict[str, str] = {}
+    for i, row in view.iterrows():
+        facts[f"claim{i}_test"] = row["test"] or "no registered test"
+        effect = str(row["effect [CI]"]).strip()
+        facts[f"claim{i}_effect"] = (f"{effect} {row['unit']}".strip() if effect else "no effect measured")
+        facts[f"claim{i}_p"] = row["p claimed"] or "–"
+        facts[f"claim{i}_strength"] = (
+            f"{facts[f'claim{i}_test']}; effect {facts[f'claim{i}_effect']}, p {facts[f'claim{i}_p']} in the "
+            "claimed direction" if effect else f"{facts[f'claim{i}_test']}; no effect measured in this run")
+    open_claims = [str(i) for i, v in view["verdict"].items() if v == "inconclusive"]
+    facts["inconclusive_claims"] = ("claims " + ", ".join(open_claims)) if open_claims else "no claim"
+    return facts
+
+
+def limitation_sentences(facts: dict[str, Any]) -> dict[str, str]:
+    """The limitation phrases whose wording depends on the profile: SST-2 present or not, and ranges that collapse to
+    one number when the profile has one decoder or one overhead size."""
+    if facts.get("has_sst2"):
+        sst2 = (f"SST-2's training texts are phrases (median {facts['sst2_train_words']:.0f} words) while its test "
+                f"texts are sentences (median {facts['sst2_test_words']:.0f} words), so a probe is tested on longer "
+                "inputs than it was fitted on.")
+    else:
+        sst2 = "This profile does not include SST-2, whose training texts are phrases and test texts sentences."
+    return {"sst2_sentence": sst2,
+            "decoder_params": _span(facts["smallest_params_m"], facts["largest_params_m"], ".0f") + " million",
+            "times_smaller": _span(facts["smaller_min"], facts["smaller_max"], ".0f"),
+            "overhead_texts": _span(facts["overhead_min_texts"], facts["overhead_max_texts"], "d")}
+
+
+def _span(low: float, high: float, fmt: str) -> str:
+    """``low–high`` formatted, or one number when both read the same."""
+    a, b = format(low, fmt), format(high, fmt)
+    return a if a == b else f"{a}–{b}"

@@ -429,8 +429,11 @@ def protocol_table(protocols: pd.DataFrame) -> pd.DataFrame:
                            values=["chosen_layer", "modal_frequency", "entropy_bits", "chosen_test_accuracy",
                                    "fit_seconds"])
     wide.columns = [f"{protocol}: {name.replace('_', ' ')}" for name, protocol in wide.columns]
+    wide = wide.round(3)
+    for column in [c for c in wide.columns if c.endswith("chosen layer")]:
+        wide[column] = wide[column].astype("Int64")  # a layer index is an integer (the pivot made it a float)
     order = protocols[["model", "dataset"]].drop_duplicates()
-    return order.merge(wide.round(3).reset_index(), on=["model", "dataset"]).reset_index(drop=True)
+    return order.merge(wide.reset_index(), on=["model", "dataset"]).reset_index(drop=True)
 
 
 def warning_counts(warnings_table: pd.DataFrame) -> pd.DataFrame:

@@ -43,8 +43,19 @@ def class_counts(study: Study) -> pd.DataFrame:
 
 
 def settings_table(config: StudyConfig) -> pd.DataFrame:
-    """Every setting of the profile, one row per top-level key (blocks shown as their mapping)."""
-    return pd.Series({k: str(v) for k, v in config.as_dict().items()}, name="value").to_frame()
+    """Every setting of the profile, one row per top-level key (blocks written out for reading, not as a dict)."""
+    return pd.Series({k: _readable(v) for k, v in config.as_dict().items()}, name="value").to_frame()
+
+
+def _readable(value: Any) -> str:
+    """A setting for reading: a mapping as ``key: value; ...`` (nested ones in parentheses), a list comma-separated,
+    None as "none"."""
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: " + (f"({_readable(v)})" if isinstance(v, dict) else _readable(v))
+                         for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_readable(v) for v in value)
+    return "none" if value is None else str(value)
 
 
 def _split_sizes(study: Study, dataset: str) -> dict[str, int]:
