@@ -268,7 +268,7 @@ def fit_lbfgs(X: torch.Tensor, target: torch.Tensor, n_out: int, Cs: np.ndarray,
     Stopping rule per problem, scipy's L-BFGS-B as scikit-learn's ``LogisticRegression(solver="lbfgs")`` sets it:
     converged when the largest absolute gradient entry of the mean objective is <= ``tol`` (sklearn: ``gtol=tol``,
     on the same mean objective, ``l2_reg_strength = 1 / (C n)``); stopped, *unconverged*, when an iteration lowers
-    the objective by <= ``ftol`` relative to max(|f_k|, |f_k+1|, 1) ("small_decrease", sklearn's
+    the objective by <= ``ftol`` relative to ``max(abs(f_k), abs(f_k+1), 1)`` ("small_decrease", sklearn's
     ``ftol = 64 eps``; never tested on a problem's first iteration, whose step is a short steepest-descent probe),
     when the backtracking line search finds no lower objective ("line_search": float precision reached before the
     gradient test passed), or after ``max_iter`` iterations ("max_iter"). The objective is accumulated in float64
