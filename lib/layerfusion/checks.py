@@ -200,21 +200,23 @@ def positive_int(value: Any, arg: str) -> int:
         raise ValueError(f"{arg} must be a positive integer, got {value!r}") from None
 
 
-def fraction(value: Any, arg: str) -> float:
-    """``value`` as a float in [0, 1) (a dropout rate)."""
+def _in_unit_interval(value: Any, arg: str, boundaries: str, expected: str) -> float:
+    """``value`` as a float in [0, 1] with ``check_scalar``'s ``include_boundaries``; else ValueError "``arg`` must
+    ``expected``". Bools and NaN are refused first: check_scalar takes bools as numbers and lets NaN through its
+    comparisons."""
     try:
         if isinstance(value, bool) or (isinstance(value, numbers.Real) and math.isnan(value)):
-            raise TypeError(arg)  # check_scalar takes bools as numbers and lets NaN through its comparisons
-        return float(check_scalar(value, arg, numbers.Real, min_val=0.0, max_val=1.0, include_boundaries="left"))
+            raise TypeError(arg)
+        return float(check_scalar(value, arg, numbers.Real, min_val=0.0, max_val=1.0, include_boundaries=boundaries))
     except (TypeError, ValueError):
-        raise ValueError(f"{arg} must be in [0, 1), got {value!r}") from None
+        raise ValueError(f"{arg} must {expected}, got {value!r}") from None
+
+
+def fraction(value: Any, arg: str) -> float:
+    """``value`` as a float in [0, 1) (a dropout rate)."""
+    return _in_unit_interval(value, arg, "left", "be in [0, 1)")
 
 
 def significance(alpha: Any, arg: str = "alpha") -> float:
     """``alpha`` as a float strictly between 0 and 1 (a significance level or interval miss rate)."""
-    try:
-        if isinstance(alpha, bool) or (isinstance(alpha, numbers.Real) and math.isnan(alpha)):
-            raise TypeError(arg)  # check_scalar takes bools as numbers and lets NaN through its comparisons
-        return float(check_scalar(alpha, arg, numbers.Real, min_val=0.0, max_val=1.0, include_boundaries="neither"))
-    except (TypeError, ValueError):
-        raise ValueError(f"{arg} must lie strictly between 0 and 1, got {alpha!r}") from None
+    return _in_unit_interval(alpha, arg, "neither", "lie strictly between 0 and 1")
