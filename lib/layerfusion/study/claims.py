@@ -360,6 +360,11 @@ def stability_claim(stability: pd.DataFrame, levels: Levels) -> dict[str, Any]:
 
 # -- claim 4: overhead ---------------------------------------------------------------------------------------------
 
+OVERHEAD_CLAIM = "Memory and inference time grow with the number of models and layers"
+MEASURED_CLAIMS = frozenset({OVERHEAD_CLAIM})
+"""Claims whose evidence is a measurement of the machine and the moment (times, memory): their rows cannot reproduce
+from one run to the next, so the ci profile shows them marked (``report.mark_rows``) for the nbval comparison."""
+
 OVERHEAD_SLOPES = (("layers", "seconds_all", "time vs layers kept", "s per layer"),
                    ("layers", "peak_bytes", "memory vs layers kept", "bytes per layer"))
 """The CPU scaling curves claim 4 regresses: (``vary``, measured column, name, slope unit). ``seconds_all`` holds
@@ -442,8 +447,7 @@ def overhead_claim(scaling: pd.DataFrame, alpha: float, power: float, gpu_sweep:
     p). The models-fused part is accounting, not a test (``models_cost``): it is in the evidence.
     """
     facts = overhead_facts(scaling, alpha, power, gpu_sweep)
-    claim, where = ("Memory and inference time grow with the number of models and layers",
-                    "Chapter 'Overhead': scaling curves, cost of each added model, the GPU table")
+    claim, where = OVERHEAD_CLAIM, "Chapter 'Overhead': scaling curves, cost of each added model, the GPU table"
     accounting = models_cost(models)
     registered = {"test": "least-squares slope per curve of the layers kept; Holm over the curves",
                   "unit": "timed repeat or measured setting", "direction": "> 0 (grows)", "null": "slope <= 0"}

@@ -88,7 +88,7 @@ def run_card(info: dict[str, Any]) -> pd.DataFrame:
 
 MEASURED_PROFILE = "ci"
 """The profile whose chapters nbval compares with stored outputs (``make test``): there, measured values are marked."""
-MEASURED = re.compile(r"seconds|runtime|_per_s$|rss|peak|bytes_on_disk|cost_ratio"
+MEASURED = re.compile(r"seconds|runtime|_per_s$|rss|peak|bytes_on_disk|cost_ratio|\((MiB|GiB|s)\)|per 1k texts"
                       r"|^overhead_(slope|intercept|r2|per_unit_ratio)$|^git commit$|^hardware$")
 """Column and glue names whose values are measurements of the machine and the moment (wall times and what is
 derived from them, resident memory, the size of cache folders whose manifests record timings) or of the checkout
@@ -121,6 +121,25 @@ def mark_measured(frame: pd.DataFrame) -> pd.DataFrame:
     marked = frame.copy()
     for column in columns:
         marked[column] = marked[column].map(mark).astype(object)
+    return marked
+
+
+_MARKING = False
+"""Whether this kernel marks measurements (set by ``_notebook_display`` under the ci profile)."""
+
+
+def mark_rows(frame: pd.DataFrame, rows: Any, keep: tuple[str, ...] = ("claim",)) -> pd.DataFrame:
+    """``frame`` with every cell of the boolean ``rows`` marked (``mark``) but the columns in ``keep``, when this
+    kernel marks measurements (the ci profile); ``frame`` itself otherwise. For rows, not columns, that are
+    measurements: a claim judged from timings and memory (``claims.MEASURED_CLAIMS``) in a table shown as a Styler,
+    which the DataFrame display hook never sees."""
+    rows = pd.Series(rows, index=frame.index).astype(bool)
+    if not _MARKING or not rows.any():
+        return frame
+    marked = frame.astype(object)
+    for column in marked.columns:
+        if column not in keep:
+            marked.loc[rows, column] = marked.loc[rows, column].map(mark)
     return marked
 
 
@@ -219,6 +238,8 @@ def _notebook_display(mark_measurements: bool = False) -> None:
     long table goes behind a ``hide-output`` toggle in its notebook instead); with ``mark_measurements`` (the ci
     profile) tables show their measured columns marked (``mark_measured``), so the nbval comparison can leave them
     out."""
+    global _MARKING
+    _MARKING = mark_measurements
     pd.set_option("display.max_columns", None, "display.max_rows", None, "display.max_colwidth", None,
                   "display.width", 200, "display.precision", 4)
     try:

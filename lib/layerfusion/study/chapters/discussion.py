@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from layerfusion import pooling as pooling_mod
-from layerfusion.study import claims
+from layerfusion.study import claims, report
 from layerfusion.study.verdicts import Levels
 
 def _label(name: str) -> str:
@@ -46,11 +46,12 @@ def claims_view(table: pd.DataFrame) -> pd.DataFrame:
     effect with its ``1 - alpha`` interval; one-sided p in the claimed and in the opposite direction (corrected in
     the family); the minimum detectable effect at the profile's power and the power to detect an effect the size of
     the margin; the TOST p against the margin; then the
-    evidence; numbers to three significant digits."""
+    evidence; numbers to three significant digits. Under the ci profile a claim judged from measurements
+    (``claims.MEASURED_CLAIMS``) shows its row marked (``report.mark_rows``)."""
     effect = [f"{_number(e, '.3g')} [{_number(lo, '.3g')}, {_number(hi, '.3g')}]" if lo is not None and
               np.isfinite(lo) else _number(e, ".3g") for e, lo, hi in
               zip(table["effect"], table["effect_low"], table["effect_high"])]
-    return pd.DataFrame({
+    view = pd.DataFrame({
         "claim": table["claim"], "verdict": table["verdict"], "test": table["test"].fillna(""),
         "unit": table["unit"].fillna(""), "claimed": table["direction"].fillna(""),
         "null": table["null"].fillna(""), "family": table["family"].fillna(""),
@@ -62,6 +63,7 @@ def claims_view(table: pd.DataFrame) -> pd.DataFrame:
                             else "no margin" for p, m in zip(table["tost_p"], table["margin"])],
         "evidence": table["evidence"],
     }, index=table.index)
+    return report.mark_rows(view, table["claim"].isin(claims.MEASURED_CLAIMS))
 
 
 def verdict_facts(table: pd.DataFrame) -> dict[str, str]:

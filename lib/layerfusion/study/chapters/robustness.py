@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from layerfusion import stats
-from layerfusion.study import claims
+from layerfusion.study import claims, report
 from layerfusion.study.chapters import fusion, layer_analysis
 from layerfusion.study.features import Study
 from layerfusion.study.results import TableSet
@@ -206,7 +206,8 @@ def analyse_robustness(study: Study, load: claims.Loader, shaken: Study | None =
 
 def verdict_table(verdicts: pd.DataFrame) -> pd.DataFrame:
     """The claims side by side for reading: both verdicts, whether they moved, and the decisive test's p-value and
-    effect on each side (``–`` where the claim's rule reports none)."""
+    effect on each side (``–`` where the claim's rule reports none); a claim judged from measurements is marked
+    under the ci profile (``report.mark_rows``)."""
     table = pd.DataFrame({"claim": verdicts["claim"], "verdict (original)": verdicts["verdict_original"],
                           "verdict (perturbed)": verdicts["verdict_perturbed"], "moved": verdicts["moved"]})
     for column, label in (("p_value", "p"), ("effect", "effect")):
@@ -214,7 +215,7 @@ def verdict_table(verdicts: pd.DataFrame) -> pd.DataFrame:
             values = verdicts.get(f"{column}_{side}", pd.Series(np.nan, index=verdicts.index))
             table[f"{label} ({side})"] = values.map(lambda v: f"{v:.2g}" if pd.notna(v) else "–")
     table.index = table.index + 1
-    return table
+    return report.mark_rows(table, table["claim"].isin(claims.MEASURED_CLAIMS))
 
 
 def headline(analysis: RobustnessAnalysis, settings: RobustnessSettings, alpha: float) -> dict[str, Any]:
