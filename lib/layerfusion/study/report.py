@@ -88,7 +88,7 @@ def run_card(info: dict[str, Any]) -> pd.DataFrame:
 
 MEASURED_PROFILE = "ci"
 """The profile whose chapters nbval compares with stored outputs (``make test``): there, measured values are marked."""
-MEASURED = re.compile(r"seconds|runtime|_per_s$|rss|peak|bytes_on_disk|cost_ratio|\((MiB|GiB|s)\)|per 1k texts"
+MEASURED = re.compile(r"seconds|runtime|_per_s$|rss|peak|bytes_on_disk|cost_ratio|\((MiB|GiB|s)\b|per 1k texts"
                       r"|^overhead_(slope|intercept|r2|per_unit_ratio)$|^git commit$|^hardware$")
 """Column and glue names whose values are measurements of the machine and the moment (wall times and what is
 derived from them, resident memory, the size of cache folders whose manifests record timings) or of the checkout
