@@ -382,7 +382,7 @@ def _interval(med: pd.Series, low: pd.Series, high: pd.Series, digits: int = 2) 
 def calibration_table(cal: pd.DataFrame) -> pd.DataFrame:
     """The meter's check for reading."""
     return pd.DataFrame({"allocated (MiB)": _mib(cal["allocated_bytes"]), "measured peak (MiB)": _mib(cal["peak_bytes"]),
-                         "measured / allocated": (cal["peak_bytes"] / cal["allocated_bytes"]).round(3),
+                         "measured peak / allocated": (cal["peak_bytes"] / cal["allocated_bytes"]).round(3),
                          "meter": cal["memory_kind"]})
 
 
