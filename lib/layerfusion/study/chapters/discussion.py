@@ -67,8 +67,10 @@ def claims_view(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def verdict_facts(table: pd.DataFrame) -> dict[str, str]:
-    """Each claim's verdict, keyed ``claim<N>_verdict`` for the prose."""
-    return {f"claim{i}_verdict": verdict for i, verdict in table["verdict"].items()}
+    """Each claim's verdict, keyed ``claim<N>_verdict`` for the prose (a claim judged from measurements marked
+    under the ci profile, ``report.mark_rows``)."""
+    shown = report.mark_rows(table[["claim", "verdict"]], table["claim"].isin(claims.MEASURED_CLAIMS))
+    return {f"claim{i}_verdict": verdict for i, verdict in shown["verdict"].items()}
 
 
 def reproduction_gap(load: claims.Loader, pooling: str) -> pd.DataFrame:
@@ -166,7 +168,10 @@ def paper_book(table: pd.DataFrame) -> pd.DataFrame:
                          "book's test": "greedy layer search, descriptive", "chapter": "fusion, layer analysis",
                          "verdict": "no verdict (beyond the paper)", "direction agrees": "not applicable",
                          "what the paper's scale would change": scale})
-    return pd.DataFrame(rows, index=pd.RangeIndex(1, len(rows) + 1, name="#"))
+    out = pd.DataFrame(rows, index=pd.RangeIndex(1, len(rows) + 1, name="#"))
+    measured = [i in table.index and table.loc[i, "claim"] in claims.MEASURED_CLAIMS for i in out.index]
+    return report.mark_rows(out, measured, keep=tuple(c for c in out.columns if c not in ("verdict",
+                                                                                          "direction agrees")))
 
 
 # -- what a practitioner should do -----------------------------------------------------------------------------------
