@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from layerfusion import costmodel, fusion, meter, models, probe, sweeps, tradeoff
+from layerfusion.study import workspace
 from layerfusion.study.features import Study
 
 MIB = 2**20
@@ -355,6 +356,13 @@ def gpu_names(raw: pd.DataFrame | None) -> str:
 def gpu_folder(results_dir: str | Path) -> Path:
     """Where the committed GPU table lives: ``results/gpu/`` beside the profile's results folder."""
     return Path(results_dir).parent / "gpu"
+
+
+def gpu_measurements(results_dir: str | Path) -> pd.DataFrame | None:
+    """The committed GPU table for a profile's results: ``results/gpu/`` beside them (``gpu_folder``), else the
+    checkout's ``results/gpu/`` (a ci or quick run may write its results elsewhere); None when neither has one."""
+    folder = gpu_folder(results_dir)
+    return gpu_table(folder if folder.is_dir() else workspace.repo_root() / "results" / "gpu")
 
 
 def gpu_status(raw: pd.DataFrame | None) -> dict[str, str]:
