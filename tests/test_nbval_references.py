@@ -165,7 +165,7 @@ def test_reference_from_executed_keeps_code_and_text_and_drops_the_rest() -> Non
 def _nbval(folder: Path, tmp_path: Path, env: dict[str, str] | None = None) -> dict[str, list[str]]:
     """Run nbval's comparing mode (as make test does) on ``folder`` in a fresh pytest; failed cells per notebook."""
     report = tmp_path / "junit.xml"
-    subprocess.run([sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "--nbval-sanitize-with",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "--nbval-sanitize-with",
                     str(refs.SANITIZE), "--nbval-cell-timeout=86400", "--nbval-kernel-startup-timeout=600",
                     "-p", "no:cacheprovider", "-p", "no:random_order", "-q", f"--junitxml={report}",
                     "--rootdir", str(folder), str(folder)],
@@ -255,7 +255,7 @@ def test_a_changed_number_in_a_chapter_fails_make_test(tmp_path: Path) -> None:
     control = [name for where, name, bad in cases if "control" in where and bad]
     altered_failed = [name for where, name, bad in cases if "altered" in where and bad]
     code_number = sum(1 for c in nb["cells"][:cell] if c["cell_type"] == "code")
-    assert cases and not control, f"the stored chapter must pass as it is: {control}"
+    assert cases and not control, f"the stored chapter must pass as it is: {control}\n{proc.stdout[-4000:]}"
     assert altered_failed == [f"Cell {code_number}"], (old, new, altered_failed)
 
 
