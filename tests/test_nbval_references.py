@@ -165,7 +165,7 @@ def test_reference_from_executed_keeps_code_and_text_and_drops_the_rest() -> Non
 def _nbval(folder: Path, tmp_path: Path, env: dict[str, str] | None = None) -> dict[str, list[str]]:
     """Run nbval's comparing mode (as make test does) on ``folder`` in a fresh pytest; failed cells per notebook."""
     report = tmp_path / "junit.xml"
-    proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "--nbval-sanitize-with",
+    subprocess.run([sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "--nbval-sanitize-with",
                     str(refs.SANITIZE), "--nbval-cell-timeout=86400", "--nbval-kernel-startup-timeout=600",
                     "-p", "no:cacheprovider", "-p", "no:random_order", "-q", f"--junitxml={report}",
                     "--rootdir", str(folder), str(folder)],
@@ -245,7 +245,7 @@ def test_a_changed_number_in_a_chapter_fails_make_test(tmp_path: Path) -> None:
     (folder / "altered" / setup.name).write_text(json.dumps(altered))
     env = {"LAYERFUSION_RESULTS_DIR": str(tmp_path / "results"), "MPLBACKEND": "Agg", "TQDM_DISABLE": "1"}
     report = tmp_path / "junit.xml"
-    subprocess.run([sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "--nbval-sanitize-with",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "--nbval-sanitize-with",
                     str(refs.SANITIZE), "--nbval-cell-timeout=86400", "--nbval-kernel-startup-timeout=600",
                     "-p", "no:cacheprovider", "-p", "no:random_order", "-q", f"--junitxml={report}",
                     "--rootdir", str(folder), "control", "altered"],
