@@ -8,6 +8,7 @@ every number the prose quotes, so no number in the book is typed by hand.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Mapping
@@ -240,6 +241,10 @@ def _notebook_display(mark_measurements: bool = False) -> None:
     out."""
     global _MARKING
     _MARKING = mark_measurements
+    # matplotlib logs "findfont: ... not found" for each mathtext family while it rebuilds its font list (a new
+    # environment, or a cache written by another one): noise on the reader's page and a stderr output nbval would
+    # compare; real font problems still show at ERROR.
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     pd.set_option("display.max_columns", None, "display.max_rows", None, "display.max_colwidth", None,
                   "display.width", 200, "display.precision", 4)
     try:
