@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from layerfusion import data as data_mod
-from layerfusion import embeddings, extract, models
+from layerfusion import embeddings, extract, fitcache, models, paths
 from layerfusion.study import workspace
 from layerfusion.study.settings import StudyConfig
 
@@ -27,10 +27,14 @@ class Study:
 
     ``transform(model, dataset, split, embeddings)``, when given, is applied to every features read before it is
     memoised (only its result is kept): the robustness chapter reruns the analyses on perturbed features this way.
+    ``fits`` is the persisted fit cache beside the embeddings (``<cache>/fits``, ``layerfusion.fitcache``): every
+    chapter fits through it, so a re-run computes only what its changes invalidate; pass ``fits`` to share one (and
+    its hit counts) between studies.
     """
 
     def __init__(self, config: StudyConfig, *, cache_dir: str | None = None, progress: bool = True,
-                 transform: Callable[[str, str, str, Any], Any] | None = None) -> None:
+                 transform: Callable[[str, str, str, Any], Any] | None = None,
+                 fits: fitcache.FitCache | None = None) -> None:
         # Hub ids and paths get short names that every engine function accepts, so tables read "my-model".
         names = dict(zip(config.datasets, data_mod.add(config.datasets)))
         self.config = config.replace(
@@ -45,6 +49,7 @@ class Study:
         self._features: dict[tuple[str, str, str], Any] = {}
         self._loaded: tuple[str, Any] | None = None
         self.timings: list[dict[str, Any]] = []
+        self.fits = fits if fits is not None else fitcache.FitCache(paths.cache_dir(cache_dir) / "fits")
 
     def _model(self, model: str) -> Any:
         """The loaded model ``model``, loaded once and kept until another model is asked for (one in memory)."""

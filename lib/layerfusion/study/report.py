@@ -153,11 +153,12 @@ def glue(name: str, value: Any, fmt: str | None = None) -> Any:
     return shown
 
 
-def finish(run: Run) -> pd.DataFrame:
-    """Record the chapter's wall time as its own results table (``runtime_<chapter>``) and return the run card."""
+def finish(run: Run, extra: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Record the chapter's wall time (with ``extra`` columns, e.g. the fit cache's hits and misses) as its own
+    results table (``runtime_<chapter>``) and return the run card."""
     run.info["runtime_s"] = run.elapsed()
     chapter = run.info.get("chapter")
-    run.save(f"runtime_{chapter}", [{"chapter": chapter, "runtime_s": run.info["runtime_s"]}])
+    run.save(f"runtime_{chapter}", [{"chapter": chapter, "runtime_s": run.info["runtime_s"], **(extra or {})}])
     return run_card(run.info)
 
 
@@ -230,8 +231,8 @@ class Chapter:
         return self.run.load(name)
 
     def finish(self) -> pd.DataFrame:
-        """Record the chapter's runtime and return the run card (the chapter's last cell)."""
-        return finish(self.run)
+        """Record the chapter's runtime and its fit-cache hits and misses; return the run card (the last cell)."""
+        return finish(self.run, self.study.fits.stats())
 
 
 def _notebook_display(mark_measurements: bool = False) -> None:

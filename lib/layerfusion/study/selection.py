@@ -38,8 +38,8 @@ def greedy_units(study: Study, dataset: str, candidates: Mapping[str, tuple[str,
                                for u in units], axis=1)
 
     def fit(units: list[str]) -> probe.LogisticProbe:
-        return probe.LogisticProbe(**cfg.probe.params(), random_state=cfg.seed).fit(
-            stack("train", units), y["train"], stack("validation", units), y["validation"])
+        return study.fits.fit(probe.LogisticProbe(**cfg.probe.params(), random_state=cfg.seed),
+                              stack("train", units), y["train"], stack("validation", units), y["validation"])
 
     by_dims = cost_in_dims or settings.budget_dims is not None
     cost = {u: float(study.width(candidates[u][0], dataset)) for u in names} if by_dims else None

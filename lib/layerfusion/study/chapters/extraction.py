@@ -158,8 +158,9 @@ def dtype_probe_comparison(study: Any, model: str, dataset: str, *, pooling: str
     for dt in (ref, other):
         emb = {s: _embed(study, model, dataset, s, study.data(dataset)[s], dt, _loader(study, model, dt, held))
                for s in data_mod.SPLITS}
-        est = probe.LayerwiseProbe(**cfg.probe.params(), random_state=cfg.seed)
-        est.fit(emb["train"].vectors[pooling], y["train"], emb["validation"].vectors[pooling], y["validation"])
+        est = study.fits.fit(probe.LayerwiseProbe(**cfg.probe.params(), random_state=cfg.seed),
+                             emb["train"].vectors[pooling], y["train"], emb["validation"].vectors[pooling],
+                             y["validation"])
         out[dt] = {"layers": emb["train"].layers, "val": np.asarray(est.val_scores_),
                    "pred": est.predict(emb["test"].vectors[pooling])}
     held.clear()

@@ -75,9 +75,10 @@ class _Runner:
     def fit(self, names: list[str], operator: str, seed: int,
             features: dict[str, list[np.ndarray]] | None = None) -> dict[str, Any]:
         Xs = features or {s: [self.units[n][s] for n in names] for s in SPLITS}
-        clf = fusion.FusionClassifier(operator=operator, proj_dim=self.cfg.proj_dim, epochs=self.cfg.epochs,
-                                      random_state=seed)
-        clf.fit(Xs["train"], self.y["train"], Xs["validation"], self.y["validation"])
+        clf = self.study.fits.fit(
+            fusion.FusionClassifier(operator=operator, proj_dim=self.cfg.proj_dim, epochs=self.cfg.epochs,
+                                    random_state=seed),
+            Xs["train"], self.y["train"], Xs["validation"], self.y["validation"])
         out = {"classes": clf.classes_}
         for split in ("validation", "test"):
             proba = clf.predict_proba(Xs[split])

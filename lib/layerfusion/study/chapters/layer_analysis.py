@@ -13,7 +13,6 @@ way are counted in a table (``warnings``), not printed.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,14 +65,13 @@ def fit_probe(study: Study, model: str, dataset: str, pooling: str, protocol: st
     y_tr, y_val = (study.labels(dataset, s) for s in ("train", "validation"))
     cv = cfg.selection.folds if protocol == "cv" else None
     est = probe.LayerwiseProbe(**cfg.probe.params(), cv=cv, random_state=cfg.seed)
-    start = time.perf_counter()
     if cv is None:
-        est.fit(X_tr, y_tr, X_val, y_val)
+        est, seconds = study.fits.fit_timed(est, X_tr, y_tr, X_val, y_val)
         y_sel = y_val
     else:
         y_sel = np.concatenate([y_tr, y_val])
-        est.fit(np.concatenate([X_tr, X_val]), y_sel)
-    return est, y_sel, time.perf_counter() - start
+        est, seconds = study.fits.fit_timed(est, np.concatenate([X_tr, X_val]), y_sel)
+    return est, y_sel, seconds
 
 
 def probe_layers(study: Study, model: str, dataset: str, pooling: str, fitted: tuple | None = None
@@ -273,9 +271,9 @@ def authors_protocol(study: Study, model: str, dataset: str) -> list[dict[str, A
     y = {s: study.labels(dataset, s) for s in feats}
     rows = []
     for seed in cfg.authors_protocol.seeds:
-        head = heads.MLPHead(epochs=cfg.authors_protocol.epochs, random_state=seed)
-        head.fit(X["train"], y["train"], eval_sets={"val": (X["validation"], y["validation"]),
-                                                    "test": (X["test"], y["test"])})
+        head = study.fits.fit(heads.MLPHead(epochs=cfg.authors_protocol.epochs, random_state=seed),
+                              X["train"], y["train"], eval_sets={"val": (X["validation"], y["validation"]),
+                                                                 "test": (X["test"], y["test"])})
         hist = head.history_.pivot(index="epoch", columns="set", values="accuracy")
         best_val_epoch = int(hist["val"].idxmax())
         rows.append({

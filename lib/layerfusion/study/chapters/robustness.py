@@ -106,7 +106,7 @@ def perturbed_study(study: Study, settings: RobustnessSettings | None = None) ->
     """The same profile over the same cache, every features read perturbed (``settings`` default to the profile's)."""
     cfg = study.config
     return Study(cfg, cache_dir=study.cache_dir, progress=False,
-                 transform=perturbation(settings or cfg.robustness, cfg.primary_pooling))
+                 transform=perturbation(settings or cfg.robustness, cfg.primary_pooling), fits=study.fits)
 
 
 def primary(summary: pd.DataFrame, pooling: str) -> pd.DataFrame:
