@@ -177,21 +177,10 @@ def reader_problems(page: Path) -> dict[str, list[str]]:
     }
 
 
-_CUT = ("executed before the notebook setup stopped pandas cutting long cells with '...' "
-        "(report._notebook_display); the re-run of the default profile renders them whole")
-EXPECTED_UNTIL_RERUN = {
-    # (page relative to the build, problem) -> reason; each is an xfail(strict=True), so it fails (and must be
-    # removed) as soon as the re-run of the default profile lands and the page renders from the final display code.
-    **{(f"book/executed/{stem}.html", "truncated cell"): _CUT
-       for stem in ("00_setup", "01_extraction", "02_layer_analysis", "03_fusion", "04_overhead", "05_discussion",
-                    "06_robustness")},
-    ("book/executed/00_setup.html", "raw dict"): "the profile table printed blocks as dicts "
-                                                 "(setup.settings_table now writes them out); needs the re-run",
-    ("book/executed/04_overhead.html", "raw dict"): "the scaling fit printed as a dict in the older run (the "
-                                                     "rewritten overhead chapter shows a table); needs the re-run",
-}
-"""Problems on committed executed pages that only the re-run of the default profile can fix (the display code that
-produced them has been fixed since they were executed)."""
+EXPECTED_UNTIL_RERUN: dict[tuple[str, str], str] = {}
+"""Problems on committed executed pages that only a re-run of the default profile can fix, as (page relative to the
+build, problem) -> reason; each becomes an xfail(strict=True). Empty since the re-run of 2026-12-05 (every page
+renders from the current display code)."""
 
 
 def _reader_cases() -> list:

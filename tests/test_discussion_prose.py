@@ -61,3 +61,24 @@ def test_spans_collapse_and_sst2_sentence_follows_the_profile() -> None:
     out = discussion.limitation_sentences({**facts, "has_sst2": True, "sst2_train_words": 7.0,
                                            "sst2_test_words": 19.0})
     assert "median 7 words" in out["sst2_sentence"] and "median 19 words" in out["sst2_sentence"]
+
+
+def _view(verdicts: list[str]) -> pd.DataFrame:
+    n = len(verdicts)
+    return pd.DataFrame({"verdict": verdicts, "test": ["t"] * n, "effect [CI]": ["0.5 [0.1, 0.9]"] * n,
+                         "unit": ["points"] * n, "p claimed": ["0.01"] * n}, index=range(1, n + 1))
+
+
+@pytest.mark.parametrize("verdict, advice", [
+    ("supported", "makes accuracy depend less"), ("partly supported", "only in part"),
+    ("contradicted", "widened"), ("not supported", "for stability alone"), ("inconclusive", "for stability alone")])
+def test_stability_advice_follows_claim_3s_verdict(verdict: str, advice: str) -> None:
+    facts = discussion.evidence_facts(_view(["supported", "supported", verdict, "supported"]))
+    assert advice in facts["stability_advice"]
+
+
+def test_more_data_sentence_names_the_inconclusive_claims_or_says_there_are_none() -> None:
+    open_ = discussion.evidence_facts(_view(["supported", "inconclusive", "inconclusive", "supported"]))
+    assert open_["more_data_effect"].startswith("claims 2, 3, inconclusive here")
+    closed = discussion.evidence_facts(_view(["supported"] * 4))
+    assert closed["more_data_effect"].startswith("no claim is inconclusive here")

@@ -279,3 +279,17 @@ def test_make_test_compares_outputs_under_the_pinned_environment() -> None:
     assert "LAYERFUSION_RESULTS_DIR=" in nbval and re.search(r"rm -rf \S+_build/nbval", test)
     assert "MKL_CBWR" not in _make_dry_run("notebooks", "PROFILE=default"), "only the ci profile is pinned"
     assert "test-notebooks" in _make_dry_run("test")
+
+
+@pytest.mark.parametrize("column", ["time saved (%)", "full model (s per 1k texts)", "load_seconds", "peak_bytes",
+                                    "chapter runtime (s)"])
+def test_columns_derived_from_wall_times_are_marked_as_measurements(column: str) -> None:
+    """A column computed from timings (the share of time saved by stopping early was once left unmarked and moved
+    between two ci runs, 57 -> 55 %) must be marked, else nbval compares a measurement."""
+    from layerfusion.study import report
+    assert report.is_measured(column)
+
+
+def test_results_columns_are_not_marked() -> None:
+    from layerfusion.study import report
+    assert not any(report.is_measured(c) for c in ("test_accuracy", "best_layer", "p_value", "time", "saved"))

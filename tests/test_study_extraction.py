@@ -7,7 +7,7 @@ import datasets
 import numpy as np
 import pytest
 
-from layerfusion import models
+from layerfusion import fitcache, models
 from layerfusion.study import StudyConfig, settings
 from layerfusion.study.chapters import extraction
 from layerfusion.testing import tiny_spec
@@ -23,11 +23,12 @@ def _split(rng: np.random.Generator, n: int) -> datasets.Dataset:
 
 
 class _Study:
-    """The part of ``Study`` the chapter uses: config, data(dataset), cache_dir, progress."""
+    """The part of ``Study`` the chapter uses: config, data(dataset), cache_dir, progress, fits."""
 
     def __init__(self, config: StudyConfig, cache_dir) -> None:
         rng = np.random.default_rng(0)
         self.config, self.cache_dir, self.progress = config, cache_dir, False
+        self.fits = fitcache.FitCache(cache_dir / "fits")
         self._data = datasets.DatasetDict({"train": _split(rng, 48), "validation": _split(rng, 24),
                                            "test": _split(rng, 40)})
 

@@ -271,7 +271,23 @@ def evidence_facts(view: pd.DataFrame) -> dict[str, str]:
             "claimed direction" if effect else f"{facts[f'claim{i}_test']}; no effect measured in this run")
     open_claims = [str(i) for i, v in view["verdict"].items() if v == "inconclusive"]
     facts["inconclusive_claims"] = ("claims " + ", ".join(open_claims)) if open_claims else "no claim"
+    facts["more_data_effect"] = (
+        f"{facts['inconclusive_claims']}, inconclusive here, could be decided either way" if open_claims
+        else "no claim is inconclusive here, but verdicts whose interval reaches zero or whose power at the margin "
+             "is low could still move either way")
+    facts["stability_advice"] = STABILITY_ADVICE.get(
+        str(view["verdict"].get(3, "")), "Do not fuse three or more models for stability alone:")
     return facts
+
+
+STABILITY_ADVICE = {
+    "supported": "Fusing three or more models makes accuracy depend less on which models were picked (a narrower "
+                 "spread across combinations; optimiser noise is reported beside it):",
+    "partly supported": "Fusing three or more models steadies accuracy only in part:",
+    "contradicted": "Do not fuse three or more models for stability; the spread across combinations widened:",
+}
+"""The practitioner's advice on fusing for stability, by claim 3's verdict (``evidence_facts``); any other verdict
+(not supported, inconclusive) advises against fusing for stability alone."""
 
 
 def limitation_sentences(facts: dict[str, Any]) -> dict[str, str]:
