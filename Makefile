@@ -56,7 +56,15 @@ endif
 # so one left over from another run would change its output). The cell timeout only catches a hung kernel (a day).
 REFERENCES   := tests/notebooks
 NBVAL_BUILD  := $(CURDIR)/_build/nbval
-NBVAL_ENV    := $(OFFLINE_ENV) TQDM_DISABLE=1 $(DETERMINISM_ENV) LAYERFUSION_RESULTS_DIR=$(NBVAL_BUILD)/results
+# The compared chapters read embeddings and fitted probes only from a cache of their own (PINNED_CACHE), written only
+# under DETERMINISM_ENV by nbval and make references. Sharing the user cache let the pytest suite, which extracts
+# the same ci-profile texts without the pins (other kernels, other last bits), write entries that nbval then read:
+# a cold CI run differed from the references in gradient norms, a cosine, cache sizes and a p-value (2026-12-05).
+# The converted models are shared (a link): they are converted once and do not depend on the kernels.
+CACHE_ROOT   := $(or $(LAYERFUSION_CACHE_DIR),$(XDG_CACHE_HOME:%=%/layerfusion),$(HOME)/.cache/layerfusion)
+PINNED_CACHE ?= $(CACHE_ROOT)/pinned-ci
+NBVAL_ENV    := $(OFFLINE_ENV) TQDM_DISABLE=1 $(DETERMINISM_ENV) LAYERFUSION_RESULTS_DIR=$(NBVAL_BUILD)/results \
+                LAYERFUSION_CACHE_DIR=$(PINNED_CACHE)
 NBVAL_ARGS   := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
                 --nbval-cell-timeout=86400 --nbval-kernel-startup-timeout=600 -p no:random_order
 REFS_BUILD   := $(CURDIR)/_build/references
@@ -69,7 +77,7 @@ define run_pytest
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 endef
 
-.PHONY: help setup test test-notebooks test-shuffled wheel-check notebooks references study book book-only check-venv check-book-sources bench \
+.PHONY: help setup pinned-cache test test-notebooks test-shuffled wheel-check notebooks references study book book-only check-venv check-book-sources bench \
         clean
 
 help:
@@ -101,6 +109,7 @@ test: check-venv
 # The notebook half of make test alone: every reference chapter run again and its outputs compared.
 test-notebooks: check-venv
 	rm -rf $(NBVAL_BUILD)
+	@$(MAKE) --no-print-directory pinned-cache
 	$(call run_pytest,$(NBVAL_ARGS) $(REFERENCES)/,$(REFERENCES)/,$(NBVAL_ENV))
 
 # The references nbval compares with: every chapter executed under the ci profile exactly as make notebooks does
@@ -108,10 +117,16 @@ test-notebooks: check-venv
 # papermill's injected cell (tests/nbval_references.py). Run it after a change that moves what a chapter prints.
 references: check-venv
 	rm -rf $(REFS_BUILD)
-	LAYERFUSION_RESULTS_DIR=$(REFS_BUILD)/results $(MAKE) --no-print-directory notebooks PROFILE=ci \
+	@$(MAKE) --no-print-directory pinned-cache
+	LAYERFUSION_CACHE_DIR=$(PINNED_CACHE) LAYERFUSION_RESULTS_DIR=$(REFS_BUILD)/results $(MAKE) --no-print-directory notebooks PROFILE=ci \
 	  EXECUTED=$(REFS_BUILD)/executed
 	$(PY) tests/nbval_references.py write $(REFS_BUILD)/executed $(REFERENCES)
 	@echo "make: references written; review them with: git diff --stat $(REFERENCES) && git diff $(REFERENCES)"
+
+# The pinned cache of make test-notebooks and make references, its models folder a link to the user cache's.
+pinned-cache:
+	mkdir -p $(CACHE_ROOT)/models $(PINNED_CACHE)
+	test -e $(PINNED_CACHE)/models || ln -s $(CACHE_ROOT)/models $(PINNED_CACHE)/models
 
 # Every test must give the same verdict in any order: modules and the tests inside each module are shuffled
 # (pytest-random-order, an opt-in plugin). The seed is printed; rerun with TEST_SEED=<seed> to replay an order.

@@ -281,8 +281,20 @@ def test_make_test_compares_outputs_under_the_pinned_environment() -> None:
     assert "test-notebooks" in _make_dry_run("test")
 
 
+def test_compared_chapters_read_only_the_pinned_cache() -> None:
+    """nbval and make references read and write embeddings and fits in a cache of their own (PINNED_CACHE): in a
+    cold CI run the pytest suite, unpinned, had written the same ci-profile entries into the shared cache and nbval
+    read them (gradient norms, a cosine, cache sizes and a p-value differed from the references)."""
+    nbval = next(line for line in _make_dry_run("test-notebooks").splitlines() if "pytest" in line)
+    pinned = re.search(r"LAYERFUSION_CACHE_DIR=(\S+)", nbval)
+    assert pinned and pinned.group(1).endswith("pinned-ci"), nbval
+    assert f"LAYERFUSION_CACHE_DIR={pinned.group(1)}" in _make_dry_run("references")
+    assert "LAYERFUSION_CACHE_DIR" not in next(line for line in _make_dry_run("test").splitlines()
+                                                if "pytest" in line and "nbval" not in line)
+
+
 @pytest.mark.parametrize("column", ["time saved (%)", "full model (s per 1k texts)", "load_seconds", "peak_bytes",
-                                    "chapter runtime (s)"])
+                                    "chapter runtime (s)", "cpu", "bytes per text"])
 def test_columns_derived_from_wall_times_are_marked_as_measurements(column: str) -> None:
     """A column computed from timings (the share of time saved by stopping early was once left unmarked and moved
     between two ci runs, 57 -> 55 %) must be marked, else nbval compares a measurement."""

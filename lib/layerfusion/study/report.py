@@ -90,10 +90,11 @@ def run_card(info: dict[str, Any]) -> pd.DataFrame:
 MEASURED_PROFILE = "ci"
 """The profile whose chapters nbval compares with stored outputs (``make test``): there, measured values are marked."""
 MEASURED = re.compile(r"seconds|runtime|_per_s$|rss|peak|bytes_on_disk|cost_ratio|\((MiB|GiB|s)\b|per 1k texts"
-                      r"|time saved|^overhead_(slope|intercept|r2|per_unit_ratio)$|^git commit$|^hardware$")
+                      r"|time saved|^bytes per text$|^overhead_(slope|intercept|r2|per_unit_ratio)$|^git commit$|^hardware$|^cpu$")
 """Column and glue names whose values are measurements of the machine and the moment (wall times and what is
 derived from them, such as the share of time saved by stopping early; resident memory; the size of cache folders
-whose manifests record timings) or of the checkout (the commit and hardware columns of ``run_records``), not results: they cannot reproduce on another run, so in the
+whose manifests record timings and the machine, also per text) or of the checkout and the machine (the commit and hardware columns of ``run_records``, the CPU that wrote a cache
+entry), not results: they cannot reproduce on another run, so in the
 ``ci`` profile they are shown marked (``MEASURED_MARK``) and the nbval sanitize file (``tests/nbval_sanitize.cfg``)
 replaces every marked value. A new measured column missing here fails ``make test`` (its value differs from the
 reference), so it never passes silently."""
