@@ -175,3 +175,57 @@ def test_measure_tracks_cuda_allocations():
                       device="cuda", dtype=torch.float32)
     assert m.memory_kind == "cuda_allocated" and m.dtype == "float32"
     assert m.peak_bytes >= 100 * MIB and m.result == 25 * 1024 * 1024
+
+
+def test_measured_once_measures_each_distinct_extraction_once_and_names_the_repeats():
+    from layerfusion.extract import ExtractionConfig
+    texts = [f"text {i}" for i in range(8)]
+    base = ExtractionConfig(token_budget=512)
+    calls = []
+
+    def measure(sub, config):
+        calls.append((len(sub), config.layers, config.token_budget))
+        return {"seconds": float(len(calls))}
+
+    plan = (("n_texts", [4, 8]), ("token_budget", [256, 512]), ("layers", [0, 3]))
+    out = overhead.measured_once(plan, texts, base, 4, measure)
+    # token_budget=512 and layers=3 (every one of 4 hidden states kept) are the n_texts=8 extraction again.
+    assert len(calls) == 4 and len(out) == 6
+    same = out.set_index(["vary", "value"])["same_as"]
+    assert same[("token_budget", 512)] == same[("layers", 3)] == "n_texts=8"
+    assert same.drop([("token_budget", 512), ("layers", 3)]).isna().all()
+    seconds = out.set_index(["vary", "value"])["seconds"]
+    assert seconds[("layers", 3)] == seconds[("n_texts", 8)] and seconds[("layers", 0)] != seconds[("n_texts", 8)]
+
+
+def test_deployment_costs_time_the_full_pass_once_where_the_selected_layer_is_last(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import yaml
+
+    from layerfusion.study.settings import StudyConfig
+    raw = {"profile": "small", "seed": 0, "models": ["a"], "datasets": ["sst2", "r8"], "validation_size": 0.2,
+           "overhead": {"n_texts": [4], "deploy_n_texts": 6, "deploy_n_texts_by_dataset": {"r8": 3}, "repeats": 2}}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
+    cfg = StudyConfig.from_profile(tmp_path / "p.yaml")
+    texts = {"test": {"text": [f"t{i}" for i in range(10)]}}
+    study = SimpleNamespace(config=cfg, cache_dir=None, data=lambda dataset: texts)
+    monkeypatch.setattr(overhead.models, "load", lambda *a, **k: SimpleNamespace(n_hidden_states=5))
+    timed = []
+
+    def cost(loaded, sub, config, repeats, warmup):
+        timed.append((len(sub), config.layers))
+        return {"seconds": 1.0 if config.layers is None else 0.25, "seconds_low": 0.9, "seconds_high": 1.1,
+                "n_texts": len(sub)}
+
+    monkeypatch.setattr(overhead.sweeps, "extraction_cost", cost)
+    summary = pd.DataFrame({"model": ["a", "a"], "dataset": ["sst2", "r8"], "pooling": [cfg.primary_pooling] * 2,
+                            "best_layer": [2, 4]})
+    out = overhead.deployment_costs(study, summary)
+    assert timed == [(6, None), (6, (2,)), (3, None)]  # r8's selected layer 4 is the last: the full pass, timed once
+    r8 = out[out["dataset"] == "r8"].set_index("setting")
+    assert r8.loc["stop at selected layer", "same_as"] == "full model"
+    assert r8.loc["stop at selected layer", "seconds_per_1k"] == r8.loc["full model", "seconds_per_1k"] == 1000 / 3
+    shown = overhead.deployment_table(out).set_index("dataset")
+    assert shown.loc["r8", "time saved (%)"] == 0 and "full pass" in shown.loc["r8"].to_string()
+    assert shown.loc["sst2", "time saved (%)"] == 75

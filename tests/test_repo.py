@@ -114,6 +114,15 @@ def test_notebooks_default_to_the_ci_profile() -> None:
         )
 
 
+def test_every_chapter_cell_has_a_stable_id() -> None:
+    """A cell without an id gets a random one at every execution, so the references and the executed book would
+    change on every run though nothing in them did."""
+    for path in sorted((REPO / "notebooks").glob("[0-9]*.ipynb")):
+        ids = [c.get("id") for c in json.loads(path.read_text())["cells"]]
+        assert None not in ids, f"{path.name}: cell {ids.index(None)} has no id (nbformat.validator.normalize adds one)"
+        assert len(set(ids)) == len(ids), f"{path.name}: cell ids repeat"
+
+
 def test_book_is_offline_and_excludes_sources() -> None:
     config = yaml.safe_load((REPO / "_config.yml").read_text())
     sphinx = config["sphinx"]["config"]

@@ -97,6 +97,10 @@ def test_an_unknown_key_at_any_depth_names_its_path_and_the_allowed_keys(tmp_pat
      r"executor\.kind: address and workers apply to kind: ray only"),
     (lambda r: r.update(executor={"kind": "ray", "workers": 0}), r"executor\.workers: must be positive"),
     (lambda r: r.update(executor={"kind": "ray", "nodes": 2}), r"executor\.nodes: unknown setting"),
+    (lambda r: r["overhead"].update(deploy_n_texts_by_dataset={"r8": 0}),
+     r"overhead\.deploy_n_texts_by_dataset\.r8: must be a positive number of texts, got 0"),
+    (lambda r: r["overhead"].update(deploy_n_texts_by_dataset={"r9": 8}),
+     r"overhead\.deploy_n_texts_by_dataset\.r9: not one of the profile"),
 ])
 def test_bad_values_are_refused_where_they_enter(tmp_path, edit, expected):
     raw = json.loads(json.dumps(SMALL))
@@ -175,3 +179,10 @@ def test_the_executor_is_local_unless_a_profile_or_override_asks_for_ray(tmp_pat
     assert StudyConfig.from_profile("default").executor == settings.ExecutorSettings()
     ray = StudyConfig.from_profile("ci", executor={"kind": "ray", "address": "auto", "workers": 2}).executor
     assert (ray.kind, ray.address, ray.workers) == ("ray", "auto", 2)
+
+
+def test_deploy_texts_per_dataset_fall_back_to_the_common_number(tmp_path):
+    raw = json.loads(json.dumps(SMALL))
+    raw["overhead"].update(deploy_n_texts=16, deploy_n_texts_by_dataset={"r8": 4})
+    oh = StudyConfig.from_profile(write(tmp_path, "d.yaml", raw)).overhead
+    assert (oh.deploy_texts("r8"), oh.deploy_texts("sst2")) == (4, 16)

@@ -42,3 +42,9 @@ def test_mde_grid_covers_every_split_and_planning_rate(study):
     both = grid.dropna()
     assert len(both) == 5 and (both["ψ = 0.3"] > both["ψ = 0.1"]).all()  # more discordance, larger MDE
     assert np.isnan(grid.loc[("r8", "test"), "ψ = 0.1"])  # 64 items at ψ = 0.1: nothing detectable
+
+
+def test_settings_table_writes_blocks_for_reading_and_empty_ones_as_none():
+    assert setup._readable({"a": {"b": 1, "c": [1, 2]}, "d": {}, "e": None}) == "a: (b: 1; c: 1, 2); d: none; e: none"
+    table = setup.settings_table(StudyConfig.from_profile("ci"))
+    assert "deploy_n_texts_by_dataset: none" in table.loc["overhead", "value"]

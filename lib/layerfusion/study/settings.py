@@ -186,7 +186,8 @@ class OverheadSettings(SettingsBlock):
     """The overhead chapter's measurements. ``model`` / ``dataset`` default to the profile's first; ``max_length``
     and ``token_budget`` (the values the scaling curves sweep) default to the profile's own single value. Every
     time is the median of ``repeats`` runs after a warm-up (with its interval); every memory figure one fresh
-    process per setting."""
+    process per setting. The deployment table times the first ``deploy_n_texts`` test texts of each dataset, or
+    the number ``deploy_n_texts_by_dataset`` gives for it (long documents need fewer texts for the same work)."""
 
     model: str | None = None
     dataset: str | None = None
@@ -195,11 +196,20 @@ class OverheadSettings(SettingsBlock):
     token_budget: tuple[int, ...] | None = None
     n_layers_sample: int = 4
     deploy_n_texts: int = 32
+    deploy_n_texts_by_dataset: dict[str, int] = field(default_factory=dict)
     repeats: int = 5
 
     def check(self) -> None:
         _non_empty(self, "n_texts")
         _positive(self, "n_texts", "max_length", "token_budget", "n_layers_sample", "deploy_n_texts", "repeats")
+        bad = [k for k, v in self.deploy_n_texts_by_dataset.items() if v < 1]
+        if bad:
+            raise ProfileError(("deploy_n_texts_by_dataset", bad[0]), f"must be a positive number of texts, got "
+                                                                      f"{self.deploy_n_texts_by_dataset[bad[0]]}")
+
+    def deploy_texts(self, dataset: str) -> int:
+        """How many test texts of ``dataset`` the deployment table times."""
+        return self.deploy_n_texts_by_dataset.get(dataset, self.deploy_n_texts)
 
 
 UNIT_ROUNDOFF = {"bfloat16": 2.0 ** -8, "float16": 2.0 ** -11}
@@ -311,9 +321,11 @@ class StudyConfig(SettingsBlock):
                 raise ProfileError((name,), f"lists a value twice: {list(values)}")
         if not 0.0 < self.validation_size < 1.0:
             raise ProfileError(("validation_size",), f"must lie strictly between 0 and 1, got {self.validation_size}")
-        for block in ("subsample", "max_length", "power.discordance"):
+        per_dataset = {"subsample": self.subsample, "max_length": self.max_length,
+                       "power.discordance": self.power.discordance,
+                       "overhead.deploy_n_texts_by_dataset": self.overhead.deploy_n_texts_by_dataset}
+        for block, entries in per_dataset.items():
             # Entries for registry datasets the profile does not list are kept for a ``datasets`` override.
-            entries = self.power.discordance if block == "power.discordance" else getattr(self, block)
             stray = [k for k in entries if k not in self.datasets and k not in data.DATASETS]
             if stray:
                 raise ProfileError((*block.split("."), stray[0]), f"not one of the profile's datasets "

@@ -7,7 +7,9 @@ repeated in-process runs (median and percentile-bootstrap interval), storage fro
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,34 +61,66 @@ def memory_curves(study: Study) -> pd.DataFrame:
     """Peak memory of one extraction (fresh process each) as the deepest kept layer and the token budget vary."""
     cfg, oh = study.config, study.config.overhead
     dataset = measured_dataset(study)
-    model = oh.model or cfg.models[0]
+    spec = models.get_spec(oh.model or cfg.models[0])
     texts = _texts(study, dataset, max(oh.n_texts))
     base = cfg.extraction_config(dataset)
-    layers = sweeps.sample_layers(models.get_spec(model).n_layers + 1, oh.n_layers_sample)
-    kw = {"device": cfg.device, "dtype": cfg.dtype, "cache_dir": study.cache_dir}
-    out = pd.concat([sweeps.memory_sweep(model, texts, base, "layers", layers, **kw),
-                     sweeps.memory_sweep(model, texts, base, "token_budget",
-                                         list(oh.token_budget or [base.token_budget]), **kw)], ignore_index=True)
-    out.insert(0, "model", models.get_spec(model).key)
+    plan = (("layers", sweeps.sample_layers(spec.n_layers + 1, oh.n_layers_sample)),
+            ("token_budget", list(oh.token_budget or [base.token_budget])))
+    out = measured_once(plan, texts, base, spec.n_layers + 1, lambda sub, config: sweeps.extraction_peak(
+        spec.key, sub, config, device=cfg.device, dtype=cfg.dtype, cache_dir=study.cache_dir))
+    out.insert(0, "model", spec.key)
     out["dataset"] = dataset
     return out
+
+
+def _same_work(texts: list[str], config: Any, n_hidden_states: int) -> tuple[int, str]:
+    """What an extraction computes: the number of texts (always a prefix of the same list) and its settings, with
+    "every layer kept" written one way (``layers=None``) however it was asked for."""
+    if config.layers is None or tuple(config.layers) == tuple(range(n_hidden_states)):
+        config = dataclasses.replace(config, layers=None, stop_at_deepest=True)  # nothing above the deepest to skip
+    return len(texts), repr(sorted(config.as_dict().items()))
+
+
+def measured_once(plan: Sequence[tuple[str, Sequence[Any]]], texts: list[str], base: Any, n_hidden_states: int,
+                  measure: Callable[[list[str], Any], dict[str, Any]]) -> pd.DataFrame:
+    """One row per point (vary, value) of ``plan`` (``sweeps.point`` builds each), each distinct extraction
+    measured once by ``measure(texts, config)``.
+
+    Curves meet: the layer curve's last point keeps every layer and the token-budget curve passes through the
+    profile's own budget, both the same extraction as the largest point of the text-count curve. Measuring it again
+    costs the same time and tells nothing new, so such a point repeats the first measurement of that extraction
+    (its repeats, interval and peak) and names it in ``same_as``; every other point has ``same_as`` empty."""
+    rows, first = [], {}
+    for vary, values in plan:
+        for value in values:
+            sub, config = sweeps.point(texts, base, vary, value)
+            key = _same_work(sub, config, n_hidden_states)
+            if key in first:
+                label, row = first[key]
+                rows.append({"vary": vary, "value": value, **row, "same_as": label})
+            else:
+                row = measure(sub, config)
+                first[key] = (f"{vary}={value}", row)
+                rows.append({"vary": vary, "value": value, **row, "same_as": None})
+    return pd.DataFrame(rows)
 
 
 # -- time (in-process, repeated) -------------------------------------------------------------------------------------
 
 def time_curves(study: Study) -> pd.DataFrame:
     """Extraction time of one model (median of ``overhead.repeats`` after a warm-up, with its interval) as the
-    number of texts, max_length, token budget and the deepest kept layer vary."""
+    number of texts, max_length, token budget and the deepest kept layer vary (each distinct setting timed once:
+    ``measured_once``)."""
     cfg, oh = study.config, study.config.overhead
     dataset = measured_dataset(study)
     loaded = models.load(oh.model or cfg.models[0], device=cfg.device, dtype=cfg.dtype, cache_dir=study.cache_dir)
     texts = _texts(study, dataset, max(oh.n_texts))
     base = cfg.extraction_config(dataset)
-    layers = sweeps.sample_layers(loaded.n_hidden_states, oh.n_layers_sample)
     plan = (("n_texts", list(oh.n_texts)), ("max_length", list(oh.max_length or [base.max_length])),
-            ("token_budget", list(oh.token_budget or [base.token_budget])), ("layers", layers))
-    out = pd.concat([sweeps.sweep(loaded, texts, base, vary, values, repeats=oh.repeats) for vary, values in plan],
-                    ignore_index=True)
+            ("token_budget", list(oh.token_budget or [base.token_budget])),
+            ("layers", sweeps.sample_layers(loaded.n_hidden_states, oh.n_layers_sample)))
+    out = measured_once(plan, texts, base, loaded.n_hidden_states, lambda sub, config: sweeps.extraction_cost(
+        loaded, sub, config, repeats=oh.repeats, warmup=1))
     out["dataset"] = dataset
     return pd.DataFrame([_hardware(r) for r in out.to_dict("records")])
 
@@ -107,24 +141,33 @@ def texts_linearity(curves: pd.DataFrame) -> dict[str, float]:
 
 def deployment_costs(study: Study, summary: pd.DataFrame, n_texts: int | None = None) -> pd.DataFrame:
     """Per model x dataset: seconds per 1k texts (median of ``overhead.repeats``, interval) for the full model and
-    for stopping at the selected layer."""
+    for stopping at the selected layer, on the first ``overhead.deploy_texts(dataset)`` test texts (``n_texts``
+    overrides it for every dataset).
+
+    Where the selected layer is the last, stopping there runs the full model's forward pass: that row repeats the
+    full model's measurement (``same_as`` "full model", time saved 0) instead of timing the same pass again."""
     cfg = study.config
-    n = int(n_texts or cfg.overhead.deploy_n_texts)
     best = summary[summary["pooling"] == cfg.primary_pooling].set_index(["model", "dataset"])["best_layer"]
     rows = []
     for model in cfg.models:
         loaded = models.load(model, device=cfg.device, dtype=cfg.dtype, cache_dir=study.cache_dir)
+        last = loaded.n_hidden_states - 1
         for dataset in cfg.datasets:
-            texts = _texts(study, dataset, n)
+            texts = _texts(study, dataset, int(n_texts or cfg.overhead.deploy_texts(dataset)))
             base = cfg.extraction_config(dataset)
             layer = int(best[(model, dataset)])
-            for setting, config in (("full model", base.__class__(**{**base.as_dict(), "layers": None})),
-                                    ("stop at selected layer",
-                                     base.__class__(**{**base.as_dict(), "layers": (layer,)}))):
-                cost = sweeps.extraction_cost(loaded, texts, config, repeats=cfg.overhead.repeats, warmup=1)
+            full = None
+            for setting, layers in (("full model", None), ("stop at selected layer", (layer,))):
+                if full is not None and layer == last:
+                    cost, same_as = full, "full model"
+                else:
+                    config = dataclasses.replace(base, layers=layers)
+                    cost, same_as = sweeps.extraction_cost(loaded, texts, config, repeats=cfg.overhead.repeats,
+                                                           warmup=1), None
+                full = cost if full is None else full
                 per_1k = 1000 / cost["n_texts"]
                 rows.append(_hardware({"model": model, "dataset": dataset, "setting": setting, "best_layer": layer,
-                                       "n_layers": loaded.n_hidden_states - 1,
+                                       "n_layers": last, "same_as": same_as,
                                        "seconds_per_1k": per_1k * cost["seconds"],
                                        "seconds_per_1k_low": per_1k * cost["seconds_low"],
                                        "seconds_per_1k_high": per_1k * cost["seconds_high"], **cost}))
@@ -426,9 +469,11 @@ def storage_table(store: pd.DataFrame) -> pd.DataFrame:
 
 def deployment_table(deploy: pd.DataFrame) -> pd.DataFrame:
     """Seconds per 1k texts (median [95 % interval]) for the full model and for stopping at the selected layer,
-    and the share of time saved (medians), per model x dataset."""
-    d = deploy.assign(shown=_interval(deploy["seconds_per_1k"], deploy["seconds_per_1k_low"],
-                                      deploy["seconds_per_1k_high"]))
+    and the share of time saved (medians), per model x dataset. A stop at the last layer is the full pass, shown
+    as such (``deployment_costs`` times it once)."""
+    shown = _interval(deploy["seconds_per_1k"], deploy["seconds_per_1k_low"], deploy["seconds_per_1k_high"])
+    same = deploy["same_as"].notna() if "same_as" in deploy else pd.Series(False, index=deploy.index)
+    d = deploy.assign(shown=[("the full pass (last layer)" if s else x) for x, s in zip(shown, same)])
     wide = d.pivot_table(index=["model", "dataset", "best_layer", "n_layers"], columns="setting",
                          values=["shown", "seconds_per_1k"], aggfunc="first", sort=False)
     out = pd.DataFrame({"model": [i[0] for i in wide.index], "dataset": [i[1] for i in wide.index],

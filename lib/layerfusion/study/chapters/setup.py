@@ -49,13 +49,15 @@ def settings_table(config: StudyConfig) -> pd.DataFrame:
 
 def _readable(value: Any) -> str:
     """A setting for reading: a mapping as ``key: value; ...`` (nested ones in parentheses), a list comma-separated,
-    None as "none"."""
+    None and an empty mapping or list as "none"."""
+    if value is None or (isinstance(value, (dict, list, tuple)) and not value):
+        return "none"
     if isinstance(value, dict):
-        return "; ".join(f"{k}: " + (f"({_readable(v)})" if isinstance(v, dict) else _readable(v))
+        return "; ".join(f"{k}: " + (f"({_readable(v)})" if isinstance(v, dict) and v else _readable(v))
                          for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return ", ".join(_readable(v) for v in value)
-    return "none" if value is None else str(value)
+    return str(value)
 
 
 def _split_sizes(study: Study, dataset: str) -> dict[str, int]:
