@@ -14,10 +14,10 @@ with one per class otherwise), on features standardised with the training mean a
 each converted to the compute dtype only while it is fitted or scored (``load_chunk``; the cache stores float16).
 
 Convergence (``fit_lbfgs``): scipy's L-BFGS-B stopping rules as scikit-learn sets them (``gtol = tol`` on the largest
-absolute gradient entry, ``ftol = 64 eps`` on the relative decrease), but only the gradient test counts as converged;
-every fit reports its iterations, final gradient and stop reason (``Fit``, ``STOP_REASONS``). ``fit_path`` fits the C
-grid as a warm-started path (smallest C first), as ``LogisticRegressionCV`` does. ``choose_device`` is the rule
-behind the probes' ``device="auto"``.
+absolute gradient entry, ``ftol = 64 eps`` on the relative decrease) and its memory refresh after a failed line
+search, but only the gradient test counts as converged; every fit reports its iterations, final gradient and stop
+reason (``Fit``, ``STOP_REASONS``). ``fit_path`` fits the C grid as a warm-started path (smallest C first), as
+``LogisticRegressionCV`` does. ``choose_device`` is the rule behind the probes' ``device="auto"``.
 
 The estimators built on it are in ``layerfusion.probe``.
 """
@@ -168,6 +168,13 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(dim=(2, 3))
 
 
+def _sq64(W: torch.Tensor) -> torch.Tensor:
+    """Squared norm per problem in float64: the penalty's share of a line search's objective change is resolved
+    like the loss's (in float32 its rounding, ~1e-10 of a step, stalled searches at gradients ~1e-4 with C = 0.01)."""
+    W = W.double()
+    return _dot(W, W)
+
+
 def _bc(v: torch.Tensor) -> torch.Tensor:
     """(B, nC) -> (B, nC, 1, 1), to scale parameter-shaped tensors per problem."""
     return v[:, :, None, None]
@@ -270,10 +277,13 @@ def fit_lbfgs(X: torch.Tensor, target: torch.Tensor, n_out: int, Cs: np.ndarray,
     on the same mean objective, ``l2_reg_strength = 1 / (C n)``); stopped, *unconverged*, when an iteration lowers
     the objective by <= ``ftol`` relative to ``max(abs(f_k), abs(f_k+1), 1)`` ("small_decrease", sklearn's
     ``ftol = 64 eps``; never tested on a problem's first iteration, whose step is a short steepest-descent probe),
-    when the backtracking line search finds no lower objective ("line_search": float precision reached before the
-    gradient test passed), or after ``max_iter`` iterations ("max_iter"). The objective is accumulated in float64
-    from the compute-dtype logits, so its decrease is resolved well below float32 epsilon and the small-decrease and
-    stall tests fire only at float64 level: only the gradient test counts as convergence, no exception is made.
+    when the backtracking line search finds no lower objective even from a refreshed memory ("line_search": float
+    precision reached before the gradient test passed; a first failure refreshes the problem's L-BFGS memory and
+    restarts it from steepest descent, as scipy's L-BFGS-B does, since a stale curvature pair can point a direction
+    no step along which descends enough), or after ``max_iter`` iterations ("max_iter"). The objective is
+    accumulated in float64 from the compute-dtype logits, and its penalty from float64 norms (``_sq64``), so its
+    decrease is resolved well below float32 epsilon and the small-decrease and stall tests fire only at float64
+    level: only the gradient test counts as convergence, no exception is made.
 
     Each iteration reads X twice: once for the logits of the search direction (logits are linear in the
     parameters, so every backtracking step of the line search is computed from them without touching X) and once
@@ -298,7 +308,7 @@ def fit_lbfgs(X: torch.Tensor, target: torch.Tensor, n_out: int, Cs: np.ndarray,
     grad = np.zeros((B, nC))
     objective = np.zeros((B, nC))
     ids = torch.arange(B, device=X.device)
-    w_sq = _dot(theta[..., :d], theta[..., :d])
+    w_sq = _sq64(theta[..., :d])
     f, G = _objective(Z, target, lam64, w_sq, X.dtype)
     g = _gradient(X, theta, G, lam)
     gmax = g.abs().amax(dim=(2, 3))
@@ -309,6 +319,7 @@ def fit_lbfgs(X: torch.Tensor, target: torch.Tensor, n_out: int, Cs: np.ndarray,
     Y: list[torch.Tensor] = []
     rho: list[torch.Tensor] = []
     gamma = torch.ones(B, nC, dtype=X.dtype, device=X.device)
+    fresh = torch.ones(B, nC, dtype=torch.bool, device=X.device)
     owned = not keep_X
 
     def record(sel: torch.Tensor | slice) -> None:
@@ -331,14 +342,14 @@ def fit_lbfgs(X: torch.Tensor, target: torch.Tensor, n_out: int, Cs: np.ndarray,
             else:
                 order = (~done).nonzero()[:, 0]
                 X, owned = X[order], True
-            theta, Z, w_sq, f, G, g, gmax, active, gamma, ids, iters = (
-                a[order] for a in (theta, Z, w_sq, f, G, g, gmax, active, gamma, ids, iters))
+            theta, Z, w_sq, f, G, g, gmax, active, gamma, fresh, ids, iters = (
+                a[order] for a in (theta, Z, w_sq, f, G, g, gmax, active, gamma, fresh, ids, iters))
             S, Y, rho = [s[order] for s in S], [y[order] for y in Y], [r[order] for r in rho]
         direction, slope = _direction(g, S, Y, rho, gamma)
         ZD = logits(X, direction).double()
         W, DW = theta[..., :d], direction[..., :d]
-        wd, dd = _dot(W, DW), _dot(DW, DW)
-        first = iters == 0
+        wd, dd = _dot(W.double(), DW.double()), _sq64(DW)
+        first = fresh
         step = torch.where(first, torch.clamp(1.0 / _dot(g, g).sqrt(), max=1.0), torch.ones_like(gamma))
         step = torch.where(active, step, torch.zeros_like(step))
         accepted = ~active
@@ -346,7 +357,8 @@ def fit_lbfgs(X: torch.Tensor, target: torch.Tensor, n_out: int, Cs: np.ndarray,
         f_new, G_new, Z_new = f, G, Z
         for _ in range(_MAX_BACKTRACK):
             Z_try = torch.addcmul(Z, step.double()[:, None, :, None], ZD)
-            f_try, G_try = _objective(Z_try, target, lam64, w_sq + step * (2 * wd + step * dd), X.dtype)
+            f_try, G_try = _objective(Z_try, target, lam64, w_sq + step.double() * (2 * wd + step.double() * dd),
+                                        X.dtype)
             ok = ~accepted & torch.isfinite(f_try) & (f_try <= f + _ARMIJO * step.double() * slope64)
             pick = ok[:, None, :, None]
             f_new = torch.where(ok, f_try, f_new)
@@ -356,28 +368,36 @@ def fit_lbfgs(X: torch.Tensor, target: torch.Tensor, n_out: int, Cs: np.ndarray,
             if accepted.all():
                 break
             step = torch.where(accepted, step, 0.5 * step)
-        stalled = active & ~accepted
+        failed = active & ~accepted
+        # scipy's L-BFGS-B on a failed line search: refresh the memory and restart from steepest descent; stop only
+        # when a fresh memory fails too (the step is then below what the objective's precision resolves)
+        restart = failed & ~fresh
+        stalled = failed & fresh
+        fresh = torch.where(active, restart, fresh)
+        if restart.any():
+            rho = [torch.where(restart, torch.zeros_like(r), r) for r in rho]
+            gamma = torch.where(restart, torch.ones_like(gamma), gamma)
         step = torch.where(accepted & active, step, torch.zeros_like(step))
         s = _bc(step) * direction
         theta = theta + s
-        w_sq = _dot(theta[..., :d], theta[..., :d])
+        w_sq = _sq64(theta[..., :d])
         g_new = _gradient(X, theta, G_new, lam)
         y = g_new - g
         sy, yy = _dot(s, y), _dot(y, y)
-        valid = active & ~stalled & (sy > 1e-10 * yy) & (yy > 0)
+        valid = active & accepted & (sy > 1e-10 * yy) & (yy > 0)
         rho.append(torch.where(valid, 1.0 / torch.where(valid, sy, torch.ones_like(sy)), torch.zeros_like(sy)))
         gamma = torch.where(valid, sy / torch.where(valid, yy, torch.ones_like(yy)), gamma)
         S.append(s)
         Y.append(y)
         if len(S) > _HISTORY:
             S.pop(0), Y.pop(0), rho.pop(0)
-        iters += (active & ~stalled).long()
+        iters += (active & accepted).long()
         gmax = torch.where(active, g_new.abs().amax(dim=(2, 3)), gmax)
         scale = torch.maximum(torch.maximum(f.abs(), f_new.abs()), torch.ones_like(f))
         small = (f - f_new) <= ftol * scale
         by_grad = active & (gmax <= tol)
         by_stall = active & ~by_grad & stalled
-        by_small = active & ~by_grad & ~stalled & small & ~first
+        by_small = active & ~by_grad & ~failed & small & ~first
         for code, hit in ((0, by_grad), (1, by_small), (2, by_stall)):
             if hit.any():
                 rows = hit.nonzero()
