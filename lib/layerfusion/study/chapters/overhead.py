@@ -156,15 +156,15 @@ def deployment_costs(study: Study, summary: pd.DataFrame, n_texts: int | None = 
             texts = _texts(study, dataset, int(n_texts or cfg.overhead.deploy_texts(dataset)))
             base = cfg.extraction_config(dataset)
             layer = int(best[(model, dataset)])
-            full = None
-            for setting, layers in (("full model", None), ("stop at selected layer", (layer,))):
-                if full is not None and layer == last:
-                    cost, same_as = full, "full model"
-                else:
-                    config = dataclasses.replace(base, layers=layers)
-                    cost, same_as = sweeps.extraction_cost(loaded, texts, config, repeats=cfg.overhead.repeats,
-                                                           warmup=1), None
-                full = cost if full is None else full
+            full = sweeps.extraction_cost(loaded, texts, dataclasses.replace(base, layers=None),
+                                          repeats=cfg.overhead.repeats, warmup=1)
+            if layer == last:
+                stop, stop_same_as = full, "full model"
+            else:
+                stop = sweeps.extraction_cost(loaded, texts, dataclasses.replace(base, layers=(layer,)),
+                                              repeats=cfg.overhead.repeats, warmup=1)
+                stop_same_as = None
+            for setting, cost, same_as in (("full model", full, None), ("stop at selected layer", stop, stop_same_as)):
                 per_1k = 1000 / cost["n_texts"]
                 rows.append(_hardware({"model": model, "dataset": dataset, "setting": setting, "best_layer": layer,
                                        "n_layers": last, "same_as": same_as,
