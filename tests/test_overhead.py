@@ -177,27 +177,6 @@ def test_measure_tracks_cuda_allocations():
     assert m.peak_bytes >= 100 * MIB and m.result == 25 * 1024 * 1024
 
 
-def test_measured_once_measures_each_distinct_extraction_once_and_names_the_repeats():
-    from layerfusion.extract import ExtractionConfig
-    texts = [f"text {i}" for i in range(8)]
-    base = ExtractionConfig(token_budget=512)
-    calls = []
-
-    def measure(sub, config):
-        calls.append((len(sub), config.layers, config.token_budget))
-        return {"seconds": float(len(calls))}
-
-    plan = (("n_texts", [4, 8]), ("token_budget", [256, 512]), ("layers", [0, 3]))
-    out = overhead.measured_once(plan, texts, base, 4, measure)
-    # token_budget=512 and layers=3 (every one of 4 hidden states kept) are the n_texts=8 extraction again.
-    assert len(calls) == 4 and len(out) == 6
-    same = out.set_index(["vary", "value"])["same_as"]
-    assert same[("token_budget", 512)] == same[("layers", 3)] == "n_texts=8"
-    assert same.drop([("token_budget", 512), ("layers", 3)]).isna().all()
-    seconds = out.set_index(["vary", "value"])["seconds"]
-    assert seconds[("layers", 3)] == seconds[("n_texts", 8)] and seconds[("layers", 0)] != seconds[("n_texts", 8)]
-
-
 def test_deployment_costs_time_the_full_pass_once_where_the_selected_layer_is_last(tmp_path, monkeypatch):
     from types import SimpleNamespace
 

@@ -128,6 +128,51 @@ def test_sweep_token_budget_and_max_length_replace_config():
     assert df["real_tokens"].iloc[0] == 2 * len(TEXTS)
 
 
+def test_sweep_plan_times_each_distinct_extraction_once_and_names_the_repeats():
+    calls = []
+    loaded = SimpleNamespace(**vars(_fake_loaded()), n_hidden_states=4)
+    plan = {"n_texts": [4, 8], "token_budget": [256, 512], "layers": [0, 3]}
+    df = sweeps.sweep(loaded, TEXTS, ExtractionConfig(token_budget=512), plan, repeats=1, warmup=0,
+                      extract_fn=_recording_extract(calls))
+    # token_budget=512 and layers=3 (every one of 4 hidden states kept) are the n_texts=8 extraction again.
+    assert [(n, c.token_budget, c.layers) for n, c in calls] == [(4, 512, None), (8, 512, None), (8, 256, None),
+                                                                 (8, 512, (0,))]
+    assert len(df) == 6 and list(df["vary"]) == ["n_texts"] * 2 + ["token_budget"] * 2 + ["layers"] * 2
+    same = df.set_index(["vary", "value"])["same_as"]
+    assert same[("token_budget", 512)] == same[("layers", 3)] == "n_texts=8"
+    assert same.drop([("token_budget", 512), ("layers", 3)]).isna().all()
+    seconds = df.set_index(["vary", "value"])["seconds_all"]
+    assert seconds[("layers", 3)] == seconds[("n_texts", 8)]
+    # Without the model's depth, "layers 0..3" cannot be known to be "every layer": it is measured.
+    calls.clear()
+    sweeps.sweep(_fake_loaded(), TEXTS, ExtractionConfig(token_budget=512), plan, repeats=1, warmup=0,
+                 extract_fn=_recording_extract(calls))
+    assert len(calls) == 5
+
+
+def test_same_extraction_writes_every_layer_kept_one_way():
+    base = ExtractionConfig()
+    every = sweeps.same_extraction(TEXTS, base, 4)
+    assert sweeps.same_extraction(TEXTS, dataclasses.replace(base, layers=(0, 1, 2, 3), stop_at_deepest=False),
+                                  4) == every
+    assert sweeps.same_extraction(TEXTS, dataclasses.replace(base, layers=(0, 1, 2, -1)), 4) == every
+    assert sweeps.same_extraction(TEXTS, dataclasses.replace(base, layers=(0, 1, 2)), 4) != every
+    assert sweeps.same_extraction(TEXTS[:4], base, 4) != every
+    assert sweeps.same_extraction(TEXTS, dataclasses.replace(base, token_budget=7), 4) != every
+
+
+@pytest.mark.parametrize("vary,values,match", [
+    ("n_texts", None, "needs values"),
+    ({"n_texts": [1]}, [1], "one or the other"),
+    ({}, None, "plan is empty"),
+    ({"n_texts": [1], "batch": [2]}, None, "batch"),
+    ({"layers": []}, None, "empty"),
+])
+def test_sweep_rejects_bad_plans(vary, values, match):
+    with pytest.raises(ValueError, match=match):
+        sweeps.sweep(_fake_loaded(), TEXTS, _Config(), vary, values, extract_fn=_recording_extract([]))
+
+
 @pytest.mark.parametrize("vary,values,match", [
     ("batch", [1], "vary"),
     ("n_texts", [], "empty"),

@@ -2,14 +2,15 @@
 peak memory as one setting varies and per model load (one fresh process per measurement, ``layerfusion.meter``).
 
 ``vary`` is one of ``VARY``: ``n_texts`` (the first n texts), ``max_length``, ``token_budget`` or ``layers`` (the
-deepest kept hidden state: layers 0..value are kept and the forward pass stops there).
+deepest kept hidden state: layers 0..value are kept and the forward pass stops there). A plan (a mapping of such
+settings to their values) measures several curves in turn, each distinct extraction once (``measure_plan``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -81,29 +82,82 @@ def point(texts: list[str], config: Any, vary: str, value: Any) -> tuple[list[st
     return texts, dataclasses.replace(config, **{vary: int(value)})
 
 
-def _points(texts: Sequence[str], config: Any, vary: str, values: Sequence[Any]) -> list[tuple[list[str], Any]]:
-    if vary not in VARY:
-        raise ValueError(f"sweep: vary={vary!r} is not one of {VARY}")
-    if not list(values):
-        raise ValueError("sweep: values is empty; pass the settings to measure")
-    texts = checks.texts(texts)
-    return [point(texts, config, vary, v) for v in values]
+def _plan(vary: str | Mapping[str, Sequence[Any]], values: Sequence[Any] | None) -> list[tuple[str, list[Any]]]:
+    """``(vary, values)`` pairs from one setting and its values, or from a mapping of settings to values."""
+    if isinstance(vary, str):
+        if values is None:
+            raise ValueError(f"sweep: vary={vary!r} needs values; pass the settings to measure")
+        plan = [(vary, list(values))]
+    elif values is not None:
+        raise ValueError("sweep: values is given with a plan (a mapping of setting -> values); pass one or the other")
+    else:
+        plan = [(str(k), list(v)) for k, v in dict(vary).items()]
+    if not plan:
+        raise ValueError("sweep: the plan is empty; pass the settings to measure")
+    for name, vals in plan:
+        if name not in VARY:
+            raise ValueError(f"sweep: vary={name!r} is not one of {VARY}")
+        if not vals:
+            raise ValueError(f"sweep: values of {name!r} is empty; pass the settings to measure")
+    return plan
 
 
-def sweep(loaded: Any, texts: Sequence[str], config: Any, vary: str, values: Sequence[Any], repeats: int = 5, *,
-          warmup: int = 1, extract_fn: Callable[..., Any] | None = None, progress: bool = False) -> pd.DataFrame:
-    """Extraction time as one setting varies: one row per value with the ``extraction_cost`` fields (each point
-    warmed up ``warmup`` times, then timed ``repeats`` times)."""
+def same_extraction(texts: Sequence[str], config: Any, n_hidden_states: int | None = None) -> tuple[Any, ...]:
+    """What an extraction computes, as a key: the texts and the settings, with the kept layers resolved against
+    ``n_hidden_states`` (when given) and "every layer kept" written one way (``layers=None``) however it was asked
+    for: above the deepest kept layer there is nothing to skip, so ``stop_at_deepest`` no longer matters."""
+    settings = dataclasses.asdict(config)
+    layers = settings.get("layers")
+    if layers is not None and n_hidden_states is not None:
+        from layerfusion.extract import resolve_layers
+
+        layers = resolve_layers(layers, n_hidden_states)
+        if tuple(sorted(layers)) == tuple(range(n_hidden_states)):
+            layers = None
+    if layers is None:
+        settings["stop_at_deepest"] = True
+    settings["layers"] = None if layers is None else tuple(layers)
+    return tuple(texts), repr(sorted((k, v if not isinstance(v, list) else tuple(v)) for k, v in settings.items()))
+
+
+def measure_plan(plan: Sequence[tuple[str, Sequence[Any]]], texts: Sequence[str], config: Any,
+                 measure: Callable[[list[str], Any], dict[str, Any]], *, n_hidden_states: int | None = None,
+                 desc: str = "sweep", progress: bool = False) -> pd.DataFrame:
+    """One row per point ``(vary, value)`` of ``plan`` (``point`` builds each), each distinct extraction measured
+    once by ``measure(texts, config)``.
+
+    Curves of one plan meet: a layer curve's last point keeps every layer, a token-budget curve passes through the
+    base budget, both the same extraction as the largest point of a text-count curve. Measuring it again costs the
+    same and tells nothing new, so such a point repeats the first measurement of that extraction and names it in
+    ``same_as`` (``"vary=value"``); every other point has ``same_as`` None."""
     from tqdm.auto import tqdm
 
-    values = list(values)
-    points = _points(texts, config, vary, values)
-    run = extract_fn or _default_extract()
-    rows = []
-    for value, (sub, cfg) in tqdm(list(zip(values, points)), desc=f"sweep {vary}", disable=not progress):
-        row = extraction_cost(loaded, sub, cfg, repeats=repeats, warmup=warmup, extract_fn=run)
-        rows.append({"vary": vary, "value": value, **row})
+    texts = checks.texts(texts)
+    points = [(vary, value, *point(texts, config, vary, value)) for vary, values in plan for value in values]
+    rows, first = [], {}
+    for vary, value, sub, cfg in tqdm(points, desc=desc, disable=not progress):
+        key = same_extraction(sub, cfg, n_hidden_states)
+        if key in first:
+            label, row = first[key]
+            rows.append({"vary": vary, "value": value, **row, "same_as": label})
+        else:
+            row = measure(sub, cfg)
+            first[key] = (f"{vary}={value}", row)
+            rows.append({"vary": vary, "value": value, **row, "same_as": None})
     return pd.DataFrame(rows)
+
+
+def sweep(loaded: Any, texts: Sequence[str], config: Any, vary: str | Mapping[str, Sequence[Any]],
+          values: Sequence[Any] | None = None, repeats: int = 5, *, warmup: int = 1,
+          extract_fn: Callable[..., Any] | None = None, progress: bool = False) -> pd.DataFrame:
+    """Extraction time as one setting varies (``vary`` and its ``values``) or as several do in turn (``vary`` a
+    mapping of setting -> values): one row per point with the ``extraction_cost`` fields (warmed up ``warmup``
+    times, then timed ``repeats`` times) and ``same_as`` (``measure_plan``: each distinct extraction timed once)."""
+    run = extract_fn or _default_extract()
+    return measure_plan(
+        _plan(vary, values), texts, config,
+        lambda sub, cfg: extraction_cost(loaded, sub, cfg, repeats=repeats, warmup=warmup, extract_fn=run),
+        n_hidden_states=getattr(loaded, "n_hidden_states", None), desc="sweep", progress=progress)
 
 
 def sample_layers(n_hidden_states: int, k: int) -> list[int]:
@@ -196,19 +250,17 @@ def extraction_peak(model: Any, texts: Sequence[str], config: Any, *, device: An
     return {**row, "n_texts": len(texts)}
 
 
-def memory_sweep(model: Any, texts: Sequence[str], config: Any, vary: str, values: Sequence[Any], *,
-                 device: Any = None, dtype: Any = None, cache_dir: str | None = None,
-                 progress: bool = False) -> pd.DataFrame:
-    """Peak memory of one extraction as one setting varies: one fresh process per value (``extraction_peak``)."""
-    from tqdm.auto import tqdm
+def memory_sweep(model: Any, texts: Sequence[str], config: Any, vary: str | Mapping[str, Sequence[Any]],
+                 values: Sequence[Any] | None = None, *, device: Any = None, dtype: Any = None,
+                 cache_dir: str | None = None, progress: bool = False) -> pd.DataFrame:
+    """Peak memory of one extraction as one setting varies, or several in turn (as ``sweep``): one fresh process per
+    distinct extraction (``extraction_peak``), ``same_as`` naming the first measurement of a repeated one."""
+    from layerfusion import models
 
-    values = list(values)
-    points = _points(texts, config, vary, values)
-    rows = []
-    for value, (sub, cfg) in tqdm(list(zip(values, points)), desc=f"memory {vary}", disable=not progress):
-        row = extraction_peak(model, sub, cfg, device=device, dtype=dtype, cache_dir=cache_dir)
-        rows.append({"vary": vary, "value": value, **row})
-    return pd.DataFrame(rows)
+    return measure_plan(
+        _plan(vary, values), texts, config,
+        lambda sub, cfg: extraction_peak(model, sub, cfg, device=device, dtype=dtype, cache_dir=cache_dir),
+        n_hidden_states=models.get_spec(model).n_layers + 1, desc="memory", progress=progress)
 
 
 def model_footprint(model: Any, *, device: Any = None, dtype: Any = None, cache_dir: str | None = None,

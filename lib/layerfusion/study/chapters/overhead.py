@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,45 +64,13 @@ def memory_curves(study: Study) -> pd.DataFrame:
     spec = models.get_spec(oh.model or cfg.models[0])
     texts = _texts(study, dataset, max(oh.n_texts))
     base = cfg.extraction_config(dataset)
-    plan = (("layers", sweeps.sample_layers(spec.n_layers + 1, oh.n_layers_sample)),
-            ("token_budget", list(oh.token_budget or [base.token_budget])))
-    out = measured_once(plan, texts, base, spec.n_layers + 1, lambda sub, config: sweeps.extraction_peak(
-        spec.key, sub, config, device=cfg.device, dtype=cfg.dtype, cache_dir=study.cache_dir))
+    plan = {"layers": sweeps.sample_layers(spec.n_layers + 1, oh.n_layers_sample),
+            "token_budget": list(oh.token_budget or [base.token_budget])}
+    out = sweeps.memory_sweep(spec.key, texts, base, plan, device=cfg.device, dtype=cfg.dtype,
+                              cache_dir=study.cache_dir)
     out.insert(0, "model", spec.key)
     out["dataset"] = dataset
     return out
-
-
-def _same_work(texts: list[str], config: Any, n_hidden_states: int) -> tuple[int, str]:
-    """What an extraction computes: the number of texts (always a prefix of the same list) and its settings, with
-    "every layer kept" written one way (``layers=None``) however it was asked for."""
-    if config.layers is None or tuple(config.layers) == tuple(range(n_hidden_states)):
-        config = dataclasses.replace(config, layers=None, stop_at_deepest=True)  # nothing above the deepest to skip
-    return len(texts), repr(sorted(config.as_dict().items()))
-
-
-def measured_once(plan: Sequence[tuple[str, Sequence[Any]]], texts: list[str], base: Any, n_hidden_states: int,
-                  measure: Callable[[list[str], Any], dict[str, Any]]) -> pd.DataFrame:
-    """One row per point (vary, value) of ``plan`` (``sweeps.point`` builds each), each distinct extraction
-    measured once by ``measure(texts, config)``.
-
-    Curves meet: the layer curve's last point keeps every layer and the token-budget curve passes through the
-    profile's own budget, both the same extraction as the largest point of the text-count curve. Measuring it again
-    costs the same time and tells nothing new, so such a point repeats the first measurement of that extraction
-    (its repeats, interval and peak) and names it in ``same_as``; every other point has ``same_as`` empty."""
-    rows, first = [], {}
-    for vary, values in plan:
-        for value in values:
-            sub, config = sweeps.point(texts, base, vary, value)
-            key = _same_work(sub, config, n_hidden_states)
-            if key in first:
-                label, row = first[key]
-                rows.append({"vary": vary, "value": value, **row, "same_as": label})
-            else:
-                row = measure(sub, config)
-                first[key] = (f"{vary}={value}", row)
-                rows.append({"vary": vary, "value": value, **row, "same_as": None})
-    return pd.DataFrame(rows)
 
 
 # -- time (in-process, repeated) -------------------------------------------------------------------------------------
@@ -110,17 +78,16 @@ def measured_once(plan: Sequence[tuple[str, Sequence[Any]]], texts: list[str], b
 def time_curves(study: Study) -> pd.DataFrame:
     """Extraction time of one model (median of ``overhead.repeats`` after a warm-up, with its interval) as the
     number of texts, max_length, token budget and the deepest kept layer vary (each distinct setting timed once:
-    ``measured_once``)."""
+    ``sweeps.measure_plan``)."""
     cfg, oh = study.config, study.config.overhead
     dataset = measured_dataset(study)
     loaded = models.load(oh.model or cfg.models[0], device=cfg.device, dtype=cfg.dtype, cache_dir=study.cache_dir)
     texts = _texts(study, dataset, max(oh.n_texts))
     base = cfg.extraction_config(dataset)
-    plan = (("n_texts", list(oh.n_texts)), ("max_length", list(oh.max_length or [base.max_length])),
-            ("token_budget", list(oh.token_budget or [base.token_budget])),
-            ("layers", sweeps.sample_layers(loaded.n_hidden_states, oh.n_layers_sample)))
-    out = measured_once(plan, texts, base, loaded.n_hidden_states, lambda sub, config: sweeps.extraction_cost(
-        loaded, sub, config, repeats=oh.repeats, warmup=1))
+    plan = {"n_texts": list(oh.n_texts), "max_length": list(oh.max_length or [base.max_length]),
+            "token_budget": list(oh.token_budget or [base.token_budget]),
+            "layers": sweeps.sample_layers(loaded.n_hidden_states, oh.n_layers_sample)}
+    out = sweeps.sweep(loaded, texts, base, plan, repeats=oh.repeats, warmup=1)
     out["dataset"] = dataset
     return pd.DataFrame([_hardware(r) for r in out.to_dict("records")])
 
