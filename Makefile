@@ -5,6 +5,8 @@
 #   make references             re-execute the chapters under the ci profile into tests/notebooks/ (after a change
 #                               that moves what a chapter prints; review with git diff tests/notebooks)
 #   make study                  re-run the powered study (every chapter, default profile), then build the book
+#   make fingerprint            bit fingerprints of the ci kernels and models under the pins (COMPARE=<json>: what
+#                               differs from another CPU model's, e.g. results/fingerprints/amd-epyc-avx2.json)
 # nbval runs the references' code cells, which are the sources' (notebooks/, parameters cell: profile = "ci").
 
 PYTHON   ?= python3
@@ -26,8 +28,9 @@ EXECUTED    ?= _build/$(PROFILE)/executed
 endif
 OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 TEST_ENV    := $(OFFLINE_ENV) MPLBACKEND=Agg TQDM_DISABLE=1
-# The ci profile's numbers must be the same on every run, thread count and x86-64 CPU (AVX2 or AVX-512, Intel or
-# AMD), since make test compares them with the stored references. The profile runs fp32 on the CPU
+# The ci profile's numbers must be the same on every run and thread count, since make test compares them with the
+# stored references; across CPU models they are not yet (README, Testing: written on one model, make fingerprint
+# finds the first kernel that differs on another). The profile runs fp32 on the CPU
 # (params/ci.yaml); what Python cannot set once the libraries are loaded is fixed here, before it starts:
 #   ATEN_CPU_CAPABILITY=avx2     torch's own vectorised kernels (softmax, norms, activations, reductions): AVX2 code
 #   ONEDNN_MAX_CPU_ISA=AVX2      oneDNN (torch's bf16 matmuls, used by chapter 1's dtype check) without AVX-512/AMX
@@ -77,7 +80,7 @@ define run_pytest
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 endef
 
-.PHONY: help setup pinned-cache test test-notebooks test-shuffled wheel-check notebooks references study book book-only check-venv check-book-sources bench \
+.PHONY: help setup pinned-cache fingerprint test test-notebooks test-shuffled wheel-check notebooks references study book book-only check-venv check-book-sources bench \
         clean
 
 help:
@@ -127,6 +130,13 @@ references: check-venv
 pinned-cache:
 	mkdir -p $(CACHE_ROOT)/models $(PINNED_CACHE)
 	test -e $(PINNED_CACHE)/models || ln -s $(CACHE_ROOT)/models $(PINNED_CACHE)/models
+
+# Bit fingerprints of the kernels and models the ci chapters use, under make test's pins (benchmarks/_fingerprint.py):
+# which kernel or layer parts two CPU models' ci numbers. COMPARE=<json> lists what differs from another machine's.
+FINGERPRINT_OUT ?= _build/fingerprint.json
+fingerprint: check-venv pinned-cache
+	$(NBVAL_ENV) $(PY) -m benchmarks._fingerprint --cache-dir $(PINNED_CACHE) --out $(FINGERPRINT_OUT) \
+	  $(if $(COMPARE),--compare $(COMPARE))
 
 # Every test must give the same verdict in any order: modules and the tests inside each module are shuffled
 # (pytest-random-order, an opt-in plugin). The seed is printed; rerun with TEST_SEED=<seed> to replay an order.
