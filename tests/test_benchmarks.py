@@ -295,3 +295,25 @@ def test_profile_attributes_the_whole_call(monkeypatch, capsys):
     assert {"linear matmul", "pooling (hook)", "untracked (engine loop, model glue)"} <= set(shares)
     assert 0.98 <= sum(shares.values()) <= 1.02 and all(v >= 0 for v in shares.values())
     assert "| kind of work | operation | share of wall time |" in capsys.readouterr().out
+
+
+def test_fingerprint_needs_the_pins_and_lists_what_differs(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    fingerprint = importlib.import_module("benchmarks._fingerprint")
+    # Pins are read once by the libraries of this process, so the test names a pin of its own instead of setting
+    # the real ones (that could change other tests' kernels).
+    monkeypatch.setattr(fingerprint, "PINS", ("LAYERFUSION_TEST_PIN",))
+    monkeypatch.delenv("LAYERFUSION_TEST_PIN", raising=False)
+    assert fingerprint.main(["--out", str(tmp_path / "here.json")]) == 2
+    assert "make fingerprint" in capsys.readouterr().err and not (tmp_path / "here.json").exists()
+    monkeypatch.setenv("LAYERFUSION_TEST_PIN", "1")
+    monkeypatch.setattr(fingerprint, "MODELS", ())  # the kernels only: no model to load
+    assert fingerprint.main(["--out", str(tmp_path / "here.json")]) == 0
+    assert fingerprint.main(["--compare", str(tmp_path / "here.json")]) == 0  # the same process, the same bits
+    record = json.loads((tmp_path / "here.json").read_text())
+    record["fingerprints"]["op:cos"] = "0" * 16
+    (tmp_path / "there.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    assert fingerprint.main(["--compare", str(tmp_path / "there.json")]) == 1
+    assert "1 of" in capsys.readouterr().out
