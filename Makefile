@@ -6,7 +6,8 @@
 #                               that moves what a chapter prints; review with git diff tests/notebooks)
 #   make study                  re-run the powered study (every chapter, default profile), then build the book
 #   make fingerprint            bit fingerprints of the ci kernels and models under the pins (COMPARE=<json>: what
-#                               differs from another CPU model's, e.g. results/fingerprints/amd-epyc-avx2.json)
+#                               differs from another CPU model's, e.g. results/fingerprints/amd-epyc-avx2-float64.json;
+#                               FINGERPRINT_DTYPE=float32 for the float32 models')
 # nbval runs the references' code cells, which are the sources' (notebooks/, parameters cell: profile = "ci").
 
 PYTHON   ?= python3
@@ -28,10 +29,11 @@ EXECUTED    ?= _build/$(PROFILE)/executed
 endif
 OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 TEST_ENV    := $(OFFLINE_ENV) MPLBACKEND=Agg TQDM_DISABLE=1
-# The ci profile's numbers must be the same on every run and thread count, since make test compares them with the
-# stored references; across CPU models they are not yet (README, Testing: written on one model, make fingerprint
-# finds the first kernel that differs on another). The profile runs fp32 on the CPU
-# (params/ci.yaml); what Python cannot set once the libraries are loaded is fixed here, before it starts:
+# The ci profile's numbers must be the same on every run, thread count and x86-64 CPU model, since make test compares
+# them with the stored references. Its models run in float64 (params/ci.yaml: in float32 an Intel Xeon and an AMD
+# EPYC differed in the last bits, and in 8 of 93 cells); make fingerprint finds the first kernel that differs. What
+# runs after extraction (probes, fusion heads, chapter 1's dtype check) is float32 or bf16 and pinned here, before
+# Python starts, since it cannot be set once the libraries are loaded:
 #   ATEN_CPU_CAPABILITY=avx2     torch's own vectorised kernels (softmax, norms, activations, reductions): AVX2 code
 #   ONEDNN_MAX_CPU_ISA=AVX2      oneDNN (torch's bf16 matmuls, used by chapter 1's dtype check) without AVX-512/AMX
 #                                kernels; a CPU without native bf16 takes the same path
@@ -133,10 +135,11 @@ pinned-cache:
 
 # Bit fingerprints of the kernels and models the ci chapters use, under make test's pins (benchmarks/_fingerprint.py):
 # which kernel or layer parts two CPU models' ci numbers. COMPARE=<json> lists what differs from another machine's.
-FINGERPRINT_OUT ?= _build/fingerprint.json
+FINGERPRINT_OUT   ?= _build/fingerprint.json
+FINGERPRINT_DTYPE ?= float64
 fingerprint: check-venv pinned-cache
-	$(NBVAL_ENV) $(PY) -m benchmarks._fingerprint --cache-dir $(PINNED_CACHE) --out $(FINGERPRINT_OUT) \
-	  $(if $(COMPARE),--compare $(COMPARE))
+	$(NBVAL_ENV) $(PY) -m benchmarks._fingerprint --cache-dir $(PINNED_CACHE) --dtype $(FINGERPRINT_DTYPE) \
+	  --out $(FINGERPRINT_OUT) $(if $(COMPARE),--compare $(COMPARE))
 
 # Every test must give the same verdict in any order: modules and the tests inside each module are shuffled
 # (pytest-random-order, an opt-in plugin). The seed is printed; rerun with TEST_SEED=<seed> to replay an order.

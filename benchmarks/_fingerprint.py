@@ -2,7 +2,8 @@
 
 ``make fingerprint`` (the pins of ``make test``: ``DETERMINISM_ENV``) prints one line per item, a SHA-256 prefix of
 its float32 output bytes, and writes them as JSON; ``make fingerprint COMPARE=results/fingerprints/<file>.json``
-also lists the items that differ from a file written on another machine. Items:
+also lists the items that differ from a file written on another machine (``FINGERPRINT_DTYPE``: the models' dtype,
+float64 as the ci profile runs them; float32 shows where float32 kernels part). Items:
 
 - ``op:*``: single kernels on fixed random inputs (numpy ``default_rng(0)``): torch's fp32 matmul (MKL), the
   elementwise functions of the ci models (cos/sin for rotary positions, exp, SiLU, GELU, reciprocal square root),
@@ -13,7 +14,7 @@ also lists the items that differ from a file written on another machine. Items:
 
 Why: the ci references are compared bit for bit after rounding, and on 2026-12-06 references written on an Intel
 Xeon (AMX) differed on an AMD EPYC in 8 of 93 cells (SmolLM2's label-free correlations and solver iteration counts
-among them, MiniLM's not), both ways and reproducibly on each machine. Not a benchmark module (the leading
+among them, MiniLM's not), both ways and reproducibly on each machine, while the ci models ran in float32. Not a benchmark module (the leading
 underscore keeps ``python -m benchmarks`` off it).
 """
 
@@ -88,8 +89,8 @@ def op_fingerprints() -> dict[str, str]:
     return {name: digest(value) for name, value in out.items()}
 
 
-def model_fingerprints(key: str, cache_dir: str | None) -> dict[str, str]:
-    loaded = models.load(key, device="cpu", dtype="float32", cache_dir=cache_dir)
+def model_fingerprints(key: str, cache_dir: str | None, dtype: str = "float32") -> dict[str, str]:
+    loaded = models.load(key, device="cpu", dtype=dtype, cache_dir=cache_dir)
     out = extract_texts(loaded, TEXTS, ExtractionConfig(poolings=("mean", "last", "mean_pad")), progress=False)
     return {f"model:{key}:layer{layer:02d}:{pooling}": digest(out[pooling][:, i])
             for pooling in out for i, layer in enumerate(out.layers)}
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=pathlib.Path, help="write the fingerprints here as JSON")
     parser.add_argument("--compare", type=pathlib.Path, help="a JSON file of fingerprints from another machine")
     parser.add_argument("--cache-dir", default=None, help="the converted models' cache (default: the usual one)")
+    parser.add_argument("--dtype", default="float32", help="the models' compute dtype (default float32)")
     args = parser.parse_args(argv)
     missing = [p for p in PINS if p not in os.environ]
     if missing:
@@ -108,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     prints = op_fingerprints()
     for key in MODELS:
-        prints.update(model_fingerprints(key, args.cache_dir))
-    record = {"hardware": provenance.hardware(), "pins": {p: os.environ[p] for p in PINS},
+        prints.update(model_fingerprints(key, args.cache_dir, args.dtype))
+    record = {"hardware": provenance.hardware(), "pins": {p: os.environ[p] for p in PINS}, "dtype": args.dtype,
               "fingerprints": prints}
     for name, value in prints.items():
         print(f"{value}  {name}")
@@ -119,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"_fingerprint: wrote {args.out}")
     if args.compare:
         other = json.loads(args.compare.read_text())
+        if other.get("dtype", "float32") != args.dtype:
+            print(f"_fingerprint: {args.compare} holds {other.get('dtype', 'float32')} models and this run "
+                  f"{args.dtype}; compare like with like (--dtype; make: FINGERPRINT_DTYPE)", file=sys.stderr)
+            return 2
         theirs = other["fingerprints"]
         differ = [n for n in prints if n in theirs and theirs[n] != prints[n]]
         print(f"_fingerprint: {len(differ)} of {len(prints)} differ from {args.compare} "

@@ -178,8 +178,9 @@ CLI_CASES = {
                         ("unknown dataset 'bogus'; known datasets are ",)),
     "unknown profile": (["extract", "--profile", "nope"], ("unknown profile 'nope'; available profiles in ",)),
     "unknown chapter": (["report", "--chapter", "99_x"], ("unknown chapter '99_x'; chapters are 00_setup",)),
-    "unknown dtype": (["extract", "--profile", "ci", "--dtype", "float64"],
-                      ("argument --dtype: unknown dtype 'float64'; use one of ['bfloat16', 'float16', 'float32']",)),
+    "unknown dtype": (["extract", "--profile", "ci", "--dtype", "int8"],
+                      ("argument --dtype: unknown dtype 'int8'; use one of ['bfloat16', 'float16', 'float32', "
+                       "'float64']",)),
     "unknown device": (["extract", "--profile", "ci", "--device", "tpu"],
                        ("argument --device: unknown device 'tpu'; use cpu, cuda or cuda:N",)),
     "unknown option": (["probe", "--profile", "ci", "--layers", "3"], ("unrecognized arguments: --layers 3",)),

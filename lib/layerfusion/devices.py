@@ -32,7 +32,7 @@ NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 products); the first one present is named in the reason."""
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-           "bfloat16": "bfloat16", "bf16": "bfloat16"}
+           "bfloat16": "bfloat16", "bf16": "bfloat16", "float64": "float64", "fp64": "float64"}
 
 
 def dtype_name(dtype: Any) -> str:
@@ -85,7 +85,8 @@ def choose_dtype(dtype: str | Any | None, device: str | Any) -> DtypeChoice:
     """The compute dtype for ``device`` and the reason: the argument when given, else the automatic rule above.
 
     ``dtype`` may be a ``torch.dtype`` or a name (``"float32"``/``"fp32"``, ``"bfloat16"``/``"bf16"``,
-    ``"float16"``/``"fp16"``); anything else raises ``ValueError``.
+    ``"float16"``/``"fp16"``, ``"float64"``/``"fp64"``: slow, for reproducible references across CPU models, whose
+    float32 kernels differ in the last bits); anything else raises ``ValueError``.
     """
     import torch
 

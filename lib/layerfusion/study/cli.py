@@ -273,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--template", default=None, help="instruction template holding {text}, or 'chat' for "
                            "the tokenizer's chat template (hub ids and paths)")
             p.add_argument("--device", default=None, type=_device, help="cpu, cuda, cuda:1 ... (default: auto)")
-            p.add_argument("--dtype", default=None, type=_dtype, help="float32, bfloat16, float16 (default: auto)")
+            p.add_argument("--dtype", default=None, type=_dtype,
+                           help="float32, bfloat16, float16, float64 (default: auto)")
             p.add_argument("--out", default=None, help="also write the table as CSV here")
 
     p = sub.add_parser("extract", help="extract pooled vectors of every layer into the cache")
