@@ -317,3 +317,32 @@ def test_fingerprint_needs_the_pins_and_lists_what_differs(tmp_path, monkeypatch
     capsys.readouterr()
     assert fingerprint.main(["--compare", str(tmp_path / "there.json")]) == 1
     assert "1 of" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_float64_models_give_the_same_float32_vectors_whatever_the_kernels(tmp_path):
+    """The ci profile's reason for float64 (params/ci.yaml): its vectors must not move with the last bits of the
+    CPU's kernels. Two child processes with other kernels (torch's scalar code instead of AVX2, MKL's AVX2 branch
+    instead of its reproducible one) must give the same vector bytes in float64, while in float32 they do not
+    (else the two settings would not be two kernels, and the test would show nothing)."""
+    import os
+    import subprocess
+    import sys
+
+    pins = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_DYNAMIC": "FALSE", "OMP_DYNAMIC": "FALSE",
+            "OPENBLAS_CORETYPE": "Haswell", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    kernels = {"pinned": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"},
+               "other": {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO"}}
+
+    def models(kind: str, dtype: str) -> dict[str, str]:
+        out = tmp_path / f"{kind}-{dtype}.json"
+        env = {**os.environ, **pins, **kernels[kind]}
+        subprocess.run([sys.executable, "-m", "benchmarks._fingerprint", "--dtype", dtype, "--out", str(out)],
+                       env=env, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+        prints = json.loads(out.read_text())["fingerprints"]
+        return {name: value for name, value in prints.items() if name.startswith("model:")}
+
+    assert models("pinned", "float32") != models("other", "float32")
+    pinned, other = models("pinned", "float64"), models("other", "float64")
+    assert len(pinned) == 114 and pinned == other

@@ -37,7 +37,8 @@ def test_auto_dtype_is_fp32_on_cpus_without_native_bf16(monkeypatch):
 
 @pytest.mark.parametrize("flags", [(), ("amx_bf16",)])
 @pytest.mark.parametrize("given, expected", [("fp32", torch.float32), ("float16", torch.float16),
-                                             ("torch.bfloat16", torch.bfloat16), (torch.float32, torch.float32)])
+                                             ("torch.bfloat16", torch.bfloat16), (torch.float32, torch.float32),
+                                             ("fp64", torch.float64), ("float64", torch.float64)])
 def test_explicit_dtype_wins_whatever_the_cpu(monkeypatch, flags, given, expected):
     _flags(monkeypatch, *flags)
     choice = devices.choose_dtype(given, "cpu")
