@@ -39,10 +39,10 @@ export PYTHONPATH="$PWD/lib:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 
 
 if [ "$DRY" = 1 ]; then
   DEVICE=cpu; SHAPE=tiny; SMALL=tiny; N_SHORT=8; N_LONG=4; N_SMALL=8; AUTHORS_SHORT=4; AUTHORS_LONG=2
-  BUDGETS="512"; MATMUL=0.02; OOM_ARGS="--dry-run"
+  BUDGETS="512"; MATMUL=0.02; MATMUL_SIZES="128 256"; OOM_ARGS="--dry-run"
 else
   DEVICE=cuda; SHAPE=llama-2-7b; SMALL=qwen2.5-0.5b; N_SHORT=2048; N_LONG=256; N_SMALL=2048; AUTHORS_SHORT=256
-  AUTHORS_LONG=32; BUDGETS="65536"; MATMUL=0.5; OOM_ARGS=""
+  AUTHORS_LONG=32; BUDGETS="65536"; MATMUL=0.5; MATMUL_SIZES="4096 8192"; OOM_ARGS=""
 fi
 # Time limits per step on the GPU only (seconds; the expected run is about half of each).
 LIMIT_ENV=60; LIMIT_BENCH=120; LIMIT_TESTS=90; LIMIT_OOM=90; LIMIT_PROBE=90; LIMIT_RAY=90
@@ -118,16 +118,18 @@ step environment "$LIMIT_ENV" bash -c environment || { echo "no usable device; s
 # shellcheck disable=SC2086  # BUDGETS is a list of numbers
 step "extraction benchmark, short texts" "$LIMIT_BENCH" "$PY" -m benchmarks.extraction --shape "$SHAPE" \
   --device "$DEVICE" --dtypes bfloat16 --synthetic short --n "$N_SHORT" --authors-n "$AUTHORS_SHORT" --max-length 64 \
-  --token-budget $BUDGETS --matmul-seconds "$MATMUL" --target-fraction 0.4 --json "$OUT_DIR/extraction_short.json"
+  --token-budget $BUDGETS --matmul-seconds "$MATMUL" --matmul-sizes $MATMUL_SIZES --target-fraction 0.4 \
+  --json "$OUT_DIR/extraction_short.json"
 # shellcheck disable=SC2086
 step "extraction benchmark, 256-token documents" "$LIMIT_BENCH" "$PY" -m benchmarks.extraction --shape "$SHAPE" \
   --device "$DEVICE" --dtypes bfloat16 --synthetic long --n "$N_LONG" --authors-n "$AUTHORS_LONG" --max-length 256 \
-  --token-budget $BUDGETS --matmul-seconds "$MATMUL" --target-fraction 0.6 --json "$OUT_DIR/extraction_long.json"
+  --token-budget $BUDGETS --matmul-seconds "$MATMUL" --matmul-sizes $MATMUL_SIZES --target-fraction 0.6 \
+  --json "$OUT_DIR/extraction_long.json"
 # shellcheck disable=SC2086
 step "extraction benchmark, Qwen2.5-0.5B shape, bf16 vs fp32" "$LIMIT_BENCH" "$PY" -m benchmarks.extraction \
   --shape "$SMALL" --device "$DEVICE" --dtypes float32 bfloat16 --synthetic short --n "$N_SMALL" \
   --authors-n "$AUTHORS_SHORT" --max-length 64 --token-budget $BUDGETS --matmul-seconds "$MATMUL" \
-  --json "$OUT_DIR/extraction_small.json"
+  --matmul-sizes $MATMUL_SIZES --json "$OUT_DIR/extraction_small.json"
 step "CUDA unit tests" "$LIMIT_TESTS" bash -c cuda_tests
 # shellcheck disable=SC2086  # OOM_ARGS is empty or one flag
 step "out-of-memory retry" "$LIMIT_OOM" "$PY" -m benchmarks._oom_check $OOM_ARGS
