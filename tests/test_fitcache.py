@@ -86,11 +86,41 @@ def test_any_change_of_what_decides_the_fit_misses(tmp_path, monkeypatch, change
     elif change == "kwarg":
         key = cache.key(Counting(), X, y, weight=2.0)
     elif change == "engine":
-        monkeypatch.setattr(fitcache, "engine_fingerprint", lambda: "another engine")
+        monkeypatch.setattr(fitcache, "code_fingerprint", lambda modules: "another engine")
         key = cache.key(Counting(), X, y, weight=1.0)
     else:
         key = cache.key(probe.LogisticProbe(), X, y, weight=1.0)
     assert key != base
+
+
+def test_the_code_in_the_key_is_what_the_estimators_module_imports_transitively():
+    closure = set(fitcache.source_closure(("layerfusion.probe",)))
+    assert {"layerfusion", "layerfusion.probe", "layerfusion.solver", "layerfusion.scaling"} <= closure
+    assert not closure & {"layerfusion.extract", "layerfusion.sweeps", "layerfusion.cache", "layerfusion.fitcache"}
+    assert not any(name.startswith("layerfusion.study") for name in closure)
+    # relative imports in a subpackage's __init__ and imports inside functions are followed
+    assert "layerfusion.data.readers" in fitcache.source_closure(("layerfusion.data",))
+    assert "layerfusion.solver" in fitcache.source_closure(("layerfusion.fusion", "layerfusion.probe"))
+    # an estimator defined outside the package: its own module is hashed, and what it imports of the package
+    assert {__name__, "layerfusion.fitcache", "layerfusion.probe"} <= set(fitcache.source_closure((__name__,)))
+
+
+@pytest.mark.parametrize(("edited", "misses"), [("layerfusion.solver", True), ("layerfusion.scaling", True),
+                                                ("layerfusion", True), ("layerfusion.sweeps", False),
+                                                ("layerfusion.extract", False), ("layerfusion.study.chapters.fusion",
+                                                                                 False)])
+def test_an_edit_misses_exactly_when_the_fit_can_run_the_edited_code(tmp_path, monkeypatch, edited, misses):
+    cache = fitcache.FitCache(tmp_path, enabled=True)
+    X, y = _data()
+    fitcache.code_fingerprint.cache_clear()
+    base = cache.key(probe.LogisticProbe(), X, y)
+    read = fitcache._source_bytes
+    monkeypatch.setattr(fitcache, "_source_bytes", lambda m: read(m) + (b"\n# edited\n" if m == edited else b""))
+    fitcache.code_fingerprint.cache_clear()
+    try:
+        assert (cache.key(probe.LogisticProbe(), X, y) != base) is misses
+    finally:
+        fitcache.code_fingerprint.cache_clear()
 
 
 def test_a_corrupt_entry_is_a_miss_with_one_warning_and_is_rewritten(tmp_path):
