@@ -12,9 +12,9 @@ estimator calls would return stale fits; here the key holds everything a fit dep
   its parameters) and every ``layerfusion`` module they import, transitively (imports read from the source with
   ``ast``, at any depth in a function, relative or absolute, with each package's ``__init__``). Python code runs
   only what was imported, so an edit that changes a fit changes the key; an edit elsewhere (the extraction, the
-  cache, the sweeps, the study's chapters) leaves ``LogisticProbe``'s ~17,000 fits of a book re-run valid. Code
-  outside the package (numpy, scipy, scikit-learn, torch) is keyed by its version below; a user's estimator module
-  is hashed itself, its own imports outside ``layerfusion`` are not followed;
+  cache, the sweeps, a caller's analysis code) leaves every probe and fusion head fitted before valid. Code outside
+  the package (numpy, scipy, scikit-learn, torch) is keyed by its version below; a user's estimator module is hashed
+  itself, its own imports outside ``layerfusion`` are not followed;
 - the versions of Python, numpy, scipy, scikit-learn and torch, the device the estimator resolves to and torch's
   CPU thread count (floating-point reductions may depend on it), so a cached fit equals the fit this process would
   compute.
