@@ -125,3 +125,26 @@ def test_extract_all_loads_each_model_once_and_reads_the_cache_after(tmp_path, m
     assert calls == []
     pd.testing.assert_frame_equal(again.drop(columns=["extract_seconds"], errors="ignore"),
                                   table.drop(columns=["extract_seconds"], errors="ignore"))
+
+
+def test_runtimes_lists_chapters_the_fit_cache_hit_rate_and_the_slowest_cells(tmp_path, capsys):
+    import nbformat
+
+    for chapter, seconds, hits, misses in (("layer_analysis", 12.34, 3, 1), ("overhead", 40.0, 0, 0)):
+        run = report.start("unit", chapter, results_dir=tmp_path)
+        run.save(f"runtime_{chapter}", [{"chapter": chapter, "runtime_s": seconds, "fit_cache_hits": hits,
+                                         "fit_cache_misses": misses}])
+    folder = run.results_dir
+    table = report.chapter_runtimes(folder)
+    assert table["chapter"].tolist() == ["layer_analysis", "overhead"] and table["runtime_s"].tolist() == [12.3, 40.0]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"\nx = {i}") for i in range(3)])
+    for i, cell in enumerate(nb.cells):
+        cell.metadata["papermill"] = {"duration": float(i)}
+    nbformat.write(nb, tmp_path / "04_overhead.ipynb")
+    assert cli.main(["runtimes", "--results-dir", str(folder), "--executed-dir", str(tmp_path), "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "total 52 s over 2 chapters; fit cache 3 hits, 1 misses (75.0%)" in out
+    cells = report.slowest_cells(tmp_path, top=2)
+    assert cells["cell"].tolist() == [2, 1] and cells["source"].tolist() == ["x = 2", "x = 1"]
+    assert cli.main(["runtimes", "--results-dir", str(tmp_path / "empty")]) == 2
+    assert "no chapter runtimes (runtime_*.json) in" in capsys.readouterr().err

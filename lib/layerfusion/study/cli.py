@@ -175,6 +175,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runtimes(args: argparse.Namespace) -> int:
+    """Where a run of the chapters spent its time: per chapter (with the fit cache's hit rate) and the slowest cells."""
+    from layerfusion.study import report, workspace
+
+    results = Path(args.results_dir) if args.results_dir else workspace.results_dir() / args.profile
+    if not any(results.glob("runtime_*.json")):
+        raise FileNotFoundError(f"no chapter runtimes (runtime_*.json) in {results}; run the chapters first "
+                                f"(layerfusion report --profile {args.profile}) or pass --results-dir")
+    table = report.chapter_runtimes(results)
+    _show(table, args.out)
+    hits, misses = table["fit_cache_hits"].fillna(0).sum(), table["fit_cache_misses"].fillna(0).sum()
+    rate = f"{hits / (hits + misses):.1%}" if hits + misses else "no fits"
+    print(f"total {table['runtime_s'].sum():.0f} s over {len(table)} chapters; fit cache {int(hits)} hits, "
+          f"{int(misses)} misses ({rate})")
+    executed = Path(args.executed_dir) if args.executed_dir else None
+    if executed is not None:
+        print(f"\nslowest cells in {executed}:")
+        _show(report.slowest_cells(executed, args.top), None)
+    return 0
+
+
 def ipc_kernel_manager() -> type:
     """A jupyter kernel manager that talks to its kernel over IPC (Unix sockets in a private temp folder), not TCP.
 
@@ -295,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_overhead)
     p = sub.add_parser("models", help="list the model registry")
     p.set_defaults(func=cmd_models)
+    p = sub.add_parser("runtimes", help="per-chapter wall time and fit-cache hit rate of a profile's last run")
+    p.add_argument("--profile", default="default", help="whose results/<profile>/ to read")
+    p.add_argument("--results-dir", default=None, help="a results folder instead (e.g. $LAYERFUSION_RESULTS_DIR/ci)")
+    p.add_argument("--executed-dir", default=None, help="also list the slowest cells of the executed notebooks here "
+                                                       "(e.g. book/executed)")
+    p.add_argument("--top", type=int, default=8, help="how many slowest cells (default 8)")
+    p.add_argument("--out", default=None, help="also write the chapter table as CSV here")
+    p.set_defaults(func=cmd_runtimes)
     p = sub.add_parser("report", help="execute the book's chapters with papermill under a profile")
     p.add_argument("--profile", default="default", help=PROFILE_HELP)
     p.add_argument("--chapter", action="append", help="a notebook of notebooks/, e.g. 02_layer_analysis (repeatable; "

@@ -186,6 +186,43 @@ def run_records(results_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(list(rows.values()))
 
 
+
+def chapter_runtimes(results_dir: str | Path) -> pd.DataFrame:
+    """One row per chapter from its ``runtime_<chapter>`` table: wall time, the fit cache's hits and misses, and
+    the run's commit and CPU, in the order the chapters ran. Where a warm re-run spends its time."""
+    rows = []
+    for path in sorted(Path(results_dir).glob("runtime_*.json")):
+        frame, info = results.read(path.stem, results_dir=results_dir)
+        row = frame.iloc[0].to_dict()
+        hw, git = info.get("hardware") or {}, info.get("git") or {}
+        rows.append({"chapter": row.get("chapter", path.stem[len("runtime_"):]),
+                     "runtime_s": round(float(row["runtime_s"]), 1),
+                     "fit_cache_hits": row.get("fit_cache_hits"), "fit_cache_misses": row.get("fit_cache_misses"),
+                     "fit_cache_hit_rate": row.get("fit_cache_hit_rate"), "started": info.get("started_at"),
+                     "commit": (git.get("sha") or "unknown")[:12] + ("+dirty" if git.get("dirty") else ""),
+                     "cpu": hw.get("cpu"), "cpu_flags": " ".join(hw.get("cpu_flags") or [])})
+    return pd.DataFrame(rows, columns=["chapter", "runtime_s", "fit_cache_hits", "fit_cache_misses",
+                                       "fit_cache_hit_rate", "started", "commit", "cpu", "cpu_flags"]
+                        ).sort_values(["started", "chapter"], kind="stable").reset_index(drop=True)
+
+
+def slowest_cells(executed_dir: str | Path, top: int = 5) -> pd.DataFrame:
+    """The ``top`` slowest code cells of the executed chapters in ``executed_dir`` (papermill's per-cell durations):
+    chapter, cell number, seconds and the cell's first line."""
+    import nbformat
+
+    rows = []
+    for path in sorted(Path(executed_dir).glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for number, cell in enumerate(nb.cells):
+            seconds = (cell.get("metadata", {}).get("papermill") or {}).get("duration")
+            if cell.cell_type == "code" and seconds is not None:
+                first = next((line for line in cell.source.splitlines() if line.strip()), "")
+                rows.append({"chapter": path.stem, "cell": number, "seconds": round(float(seconds), 1),
+                             "source": first[:80]})
+    frame = pd.DataFrame(rows, columns=["chapter", "cell", "seconds", "source"])
+    return frame.sort_values("seconds", ascending=False, kind="stable").head(top).reset_index(drop=True)
+
 @dataclass
 class Chapter:
     """One chapter being executed: its settings, its study, its run, and the calls that publish its results."""
