@@ -194,14 +194,16 @@ def test_deployment_costs_time_the_full_pass_once_where_the_selected_layer_is_la
 
     def cost(loaded, sub, config, repeats, warmup):
         timed.append((len(sub), config.layers))
-        return {"seconds": 1.0 if config.layers is None else 0.25, "seconds_low": 0.9, "seconds_high": 1.1,
+        assert config.poolings == (cfg.primary_pooling,), "a deployment pools one layer in the primary pooling"
+        return {"seconds": 1.0 if config.layers == (4,) else 0.25, "seconds_low": 0.9, "seconds_high": 1.1,
                 "n_texts": len(sub)}
 
     monkeypatch.setattr(overhead.sweeps, "extraction_cost", cost)
     summary = pd.DataFrame({"model": ["a", "a"], "dataset": ["sst2", "r8"], "pooling": [cfg.primary_pooling] * 2,
                             "best_layer": [2, 4]})
     out = overhead.deployment_costs(study, summary)
-    assert timed == [(6, None), (6, (2,)), (3, None)]  # r8's selected layer 4 is the last: the full pass, timed once
+    # the full pass pools only the last layer (4); r8's selected layer 4 is the last: the full pass, timed once
+    assert timed == [(6, (4,)), (6, (2,)), (3, (4,))]
     r8 = out[out["dataset"] == "r8"].set_index("setting")
     assert r8.loc["stop at selected layer", "same_as"] == "full model"
     assert r8.loc["stop at selected layer", "seconds_per_1k"] == r8.loc["full model", "seconds_per_1k"] == 1000 / 3

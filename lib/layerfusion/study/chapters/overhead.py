@@ -111,8 +111,11 @@ def deployment_costs(study: Study, summary: pd.DataFrame, n_texts: int | None = 
     for stopping at the selected layer, on the first ``overhead.deploy_texts(dataset)`` test texts (``n_texts``
     overrides it for every dataset).
 
-    Where the selected layer is the last, stopping there runs the full model's forward pass: that row repeats the
-    full model's measurement (``same_as`` "full model", time saved 0) instead of timing the same pass again."""
+    Both passes pool what the deployed classifier reads, one layer in the primary pooling: the full pass the last
+    layer, the stopped pass the selected one, so the two differ only in depth (pooling every layer in every pooling,
+    the study's extraction, would charge the full pass for work a deployment does not do). Where the selected layer
+    is the last, stopping there runs the full model's forward pass: that row repeats the full model's measurement
+    (``same_as`` "full model", time saved 0) instead of timing the same pass again."""
     cfg = study.config
     best = summary[summary["pooling"] == cfg.primary_pooling].set_index(["model", "dataset"])["best_layer"]
     rows = []
@@ -121,9 +124,9 @@ def deployment_costs(study: Study, summary: pd.DataFrame, n_texts: int | None = 
         last = loaded.n_hidden_states - 1
         for dataset in cfg.datasets:
             texts = _texts(study, dataset, int(n_texts or cfg.overhead.deploy_texts(dataset)))
-            base = cfg.extraction_config(dataset)
+            base = dataclasses.replace(cfg.extraction_config(dataset), poolings=(cfg.primary_pooling,))
             layer = int(best[(model, dataset)])
-            full = sweeps.extraction_cost(loaded, texts, dataclasses.replace(base, layers=None),
+            full = sweeps.extraction_cost(loaded, texts, dataclasses.replace(base, layers=(last,)),
                                           repeats=cfg.overhead.repeats, warmup=1)
             if layer == last:
                 stop, stop_same_as = full, "full model"
