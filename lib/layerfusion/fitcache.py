@@ -93,6 +93,8 @@ def _imported(module: str, path: Path) -> set[str]:
                 parts = package.split(".")
                 anchor = ".".join(parts[:len(parts) - node.level + 1])
                 base = f"{anchor}.{base}" if base else anchor
+            if base.split(".")[0] != _PACKAGE:
+                continue  # asking find_spec about ``numpy.linalg`` would import numpy: only our modules matter
             names = [f"{base}.{alias.name}" if _is_module(f"{base}.{alias.name}") else base for alias in node.names]
         elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == _PACKAGE:
             names = [f"{_PACKAGE}.{node.attr}"]  # ``layerfusion.solver`` through the package's lazy attributes

@@ -189,10 +189,9 @@ def cmd_runtimes(args: argparse.Namespace) -> int:
     rate = f"{hits / (hits + misses):.1%}" if hits + misses else "no fits"
     print(f"total {table['runtime_s'].sum():.0f} s over {len(table)} chapters; fit cache {int(hits)} hits, "
           f"{int(misses)} misses ({rate})")
-    executed = Path(args.executed_dir) if args.executed_dir else None
-    if executed is not None:
-        print(f"\nslowest cells in {executed}:")
-        _show(report.slowest_cells(executed, args.top), None)
+    if args.executed_dir:
+        print(f"\nslowest cells in {args.executed_dir}:")
+        _show(report.slowest_cells(args.executed_dir, args.top), None)
     return 0
 
 

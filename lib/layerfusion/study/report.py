@@ -186,7 +186,6 @@ def run_records(results_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(list(rows.values()))
 
 
-
 def chapter_runtimes(results_dir: str | Path) -> pd.DataFrame:
     """One row per chapter from its ``runtime_<chapter>`` table: wall time, the fit cache's hits and misses, and
     the run's commit and CPU, in the order the chapters ran. Where a warm re-run spends its time."""
@@ -222,6 +221,7 @@ def slowest_cells(executed_dir: str | Path, top: int = 5) -> pd.DataFrame:
                              "source": first[:80]})
     frame = pd.DataFrame(rows, columns=["chapter", "cell", "seconds", "source"])
     return frame.sort_values("seconds", ascending=False, kind="stable").head(top).reset_index(drop=True)
+
 
 @dataclass
 class Chapter:
